@@ -1,0 +1,40 @@
+"""`medgen` command line: a thin shell over the Python API.
+
+Each sub-command module exposes `register(subparsers)`; it sets `func(args) -> int` on its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medgen import __version__
+from medgen.errors import MedgenError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medgen.cli import data as data_cmd
+
+    parser = argparse.ArgumentParser(prog="medgen", description="Radiology report text -> synthetic 3D CT.")
+    parser.add_argument("--version", action="version", version=f"medgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (data_cmd,):
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (MedgenError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
+        print(f"medgen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medgen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Atomic file output: write to a temporary sibling, then rename, so no half-written file is left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from medgen.errors import MedgenError, OutputExistsError
+
+
+def check_output_path(path, overwrite: bool = False) -> Path:
+    """Fail early (before any work) if `path` exists without `overwrite` or its folder is not writable."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output exists (pass overwrite=True / --overwrite to replace it)")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise MedgenError(f"{path}: output folder {probe} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path, overwrite: bool = True):
+    """Yield a temporary path next to `path` (same suffixes); rename onto `path` only on success."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output exists (pass overwrite=True / --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path, overwrite: bool = False):
+    """Yield a temporary folder next to `path`; it replaces `path` only on success."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output exists (pass overwrite=True / --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""medgen.text"""
