@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -29,3 +35,149 @@ def train_wordpiece_tokenizer(corpus: list[str], *, vocab_size: int = 8000, lowe
     )
     backend.train_from_iterator(corpus, trainer=trainer)
     return BertTokenizer(vocab=backend.get_vocab(), do_lower_case=lowercase)
+
+
+def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, *, mask_id: int, vocab_size: int,
+                generator: torch.Generator, prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick `prob` of the non-special tokens; of those 80% -> [MASK], 10% -> random, 10% kept.
+
+    Args:
+        input_ids: (B, L) token ids.
+        special: (B, L) bool, True at [CLS]/[SEP]/[PAD] (never picked).
+    Returns:
+        (masked input ids (B, L), labels (B, L): the original id where picked, -100 elsewhere).
+    """
+    picked = (torch.rand(input_ids.shape, generator=generator) < prob) & ~special
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked = torch.where(picked & (roll < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    masked = torch.where(picked & (roll >= 0.8) & (roll < 0.9), random_ids, masked)
+    return masked, labels
+
+
+def pretrain_compact_bert(
+    corpus: list[str],
+    out_dir,
+    *,
+    vocab_size: int = 8000,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    max_length: int = 128,
+    steps: int = 2000,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    seed: int = 0,
+    progress: bool = True,
+    lowercase: bool = True,
+    overwrite: bool = False,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Pretrain a compact BERT on report text with masked language modelling; save it for `TextEncoder`.
+
+    Recipe: a WordPiece vocabulary trained on `corpus` (English words and single Chinese characters),
+    a `BertForMaskedLM` (intermediate size 4 x hidden, `max_length` positions), 15% masking (80/10/10),
+    AdamW (weight decay 0.01) with 5% linear warm-up then linear decay, gradient clipping at 1.0.
+    The MLM loss on a fixed evaluation batch is measured before and after training.
+
+    Writes to `out_dir` (atomically): `config.json` + `model.safetensors` (the `BertModel` encoder),
+    the tokenizer, and `medgen_text.json` (max_length, pooling, and the "pretraining" record with the
+    MLM losses), so `TextEncoder.from_pretrained(out_dir)` loads it like any Hugging Face encoder.
+
+    Args:
+        corpus: report texts (the training split only).
+        device: default CUDA when available, else CPU.
+    Returns:
+        `out_dir` as a Path.
+    """
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    from medgen.io.atomic import atomic_dir, check_output_path
+    from medgen.text.encoder import CONFIG_NAME
+
+    # 1. Check inputs (before any work)
+    corpus = [t for t in corpus if t and t.strip()]
+    if not corpus:
+        raise ValueError("`corpus` has no non-empty text to pretrain on")
+    for name, value in {"steps": steps, "batch_size": batch_size, "num_layers": num_layers}.items():
+        if value < 1:
+            raise ValueError(f"`{name}` must be >= 1, got {value}")
+    if hidden_size % num_heads:
+        raise ValueError(f"`hidden_size` ({hidden_size}) must be divisible by `num_heads` ({num_heads})")
+    if max_length < 8:
+        raise ValueError(f"`max_length` must be >= 8, got {max_length}")
+    out = check_output_path(out_dir, overwrite=overwrite)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+
+    # 2. Vocabulary and token ids (tokenized once)
+    tokenizer = train_wordpiece_tokenizer(corpus, vocab_size=vocab_size, lowercase=lowercase)
+    ids = tokenizer(corpus, truncation=True, max_length=max_length)["input_ids"]
+
+    def make_batch(rows: list[list[int]]):
+        batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+        input_ids, attention = batch["input_ids"], batch["attention_mask"]
+        special = torch.isin(input_ids, torch.tensor(sorted(set(tokenizer.all_special_ids))))
+        masked, labels = mask_tokens(input_ids, special, mask_id=tokenizer.mask_token_id,
+                                     vocab_size=len(tokenizer), generator=generator)
+        return masked.to(device), attention.to(device), labels.to(device)
+
+    # 3. Model and optimiser
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=4 * hidden_size,
+                        max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id)
+    model = BertForMaskedLM(config).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+
+    eval_order = torch.randperm(len(ids), generator=generator)[: min(len(ids), 4 * batch_size)]
+    eval_batch = make_batch([ids[i] for i in eval_order])
+
+    def eval_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            loss = model(input_ids=eval_batch[0], attention_mask=eval_batch[1], labels=eval_batch[2]).loss
+        model.train()
+        return float(loss)
+
+    # 4. Train
+    loss_start = eval_loss()
+    bar = tqdm(range(steps), desc="MLM pretraining", disable=not progress)
+    order, cursor = torch.randperm(len(ids), generator=generator), 0
+    for _ in bar:
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(ids), generator=generator), 0
+        rows = [ids[i] for i in order[cursor: cursor + batch_size]]
+        cursor += batch_size
+        input_ids, attention, labels = make_batch(rows)
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    loss_end = eval_loss()
+    if progress:
+        print(f"MLM loss on a fixed batch of {len(eval_order)} reports: {loss_start:.3f} -> {loss_end:.3f}")
+
+    # 5. Save the encoder (with a pooler, so AutoModel finds every weight) + tokenizer + medgen config
+    encoder = BertModel(config)
+    loaded = encoder.load_state_dict(model.bert.state_dict(), strict=False)
+    if loaded.unexpected_keys or any(not k.startswith("pooler.") for k in loaded.missing_keys):
+        raise RuntimeError(f"MLM encoder weights do not match BertModel: {loaded}")
+    record = {"corpus_texts": len(corpus), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+              "vocab_size": len(tokenizer), "mlm_loss_start": loss_start, "mlm_loss_end": loss_end}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        encoder.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        medgen = {"max_length": max_length, "pooling": "mean", "pretraining": record}
+        (tmp / CONFIG_NAME).write_text(json.dumps(medgen, indent=2) + "\n")
+    return out
