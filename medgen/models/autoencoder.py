@@ -1,0 +1,73 @@
+"""First-stage networks: the 3D KL autoencoder (VAE) and its patch discriminator (both MONAI).
+
+``build_autoencoder`` / ``build_discriminator`` take a plain dict of constructor kwargs (the
+``autoencoder:`` / ``discriminator:`` sections of an experiment YAML); missing keys fall back to
+the defaults below (a small 3D VAE, 1 channel in/out, 4 latent channels, 4x downsampling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+
+AUTOENCODER_DEFAULTS: dict[str, Any] = {
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": (16, 32, 64),
+    "latent_channels": 4,
+    "num_res_blocks": 1,
+    "attention_levels": (False, False, False),
+    "norm_num_groups": 8,
+    "with_encoder_nonlocal_attn": False,
+    "with_decoder_nonlocal_attn": False,
+}
+
+DISCRIMINATOR_DEFAULTS: dict[str, Any] = {
+    "spatial_dims": 3,
+    "num_layers_d": 3,
+    "channels": 16,
+    "in_channels": 1,
+    "out_channels": 1,
+}
+
+
+def _tuplify(cfg: dict[str, Any]) -> dict[str, Any]:
+    # YAML/JSON give lists; MONAI accepts sequences but tuples keep configs hashable/clean.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+
+
+def autoencoder_config(config: dict | None = None) -> dict[str, Any]:
+    """The full AutoencoderKL kwargs: `config` over `AUTOENCODER_DEFAULTS`.
+
+    If `channels` is given without `attention_levels`, attention defaults to all-False with the right length.
+    """
+    config = dict(config or {})
+    cfg = dict(AUTOENCODER_DEFAULTS)
+    if "channels" in config and "attention_levels" not in config:
+        cfg["attention_levels"] = (False,) * len(config["channels"])
+    cfg.update(config)
+    return _tuplify(cfg)
+
+
+def build_autoencoder(config: dict | None = None) -> AutoencoderKL:
+    """MONAI ``AutoencoderKL`` from a dict of its constructor kwargs (defaults: small 3D VAE, 4x downsampling)."""
+    return AutoencoderKL(**autoencoder_config(config))
+
+
+def build_discriminator(config: dict | None = None) -> PatchDiscriminator:
+    """MONAI ``PatchDiscriminator`` from a dict of its constructor kwargs (defaults in `DISCRIMINATOR_DEFAULTS`)."""
+    cfg = dict(DISCRIMINATOR_DEFAULTS)
+    cfg.update(config or {})
+    return PatchDiscriminator(**_tuplify(cfg))
+
+
+def latent_downsample_factor(config: dict | None = None) -> int:
+    """Spatial downsampling of the autoencoder: ``2 ** (len(channels) - 1)``."""
+    return 2 ** (len(autoencoder_config(config)["channels"]) - 1)
+
+
+def latent_channels(config: dict | None = None) -> int:
+    """Number of latent channels of the autoencoder built from `config`."""
+    return int(autoencoder_config(config)["latent_channels"])
