@@ -176,7 +176,8 @@ def test_missing_hub_model_error_names_hf_cache(tmp_path, monkeypatch):
         TextEncoder.from_pretrained("emilyalsentzer/Bio_ClinicalBERT")
     message = str(info.value)
     assert str(tmp_path / "hf_home" / "hub") in message and "\n" not in message
-    assert "huggingface-cli download emilyalsentzer/Bio_ClinicalBERT --local-dir" in message
+    assert "huggingface-cli download emilyalsentzer/Bio_ClinicalBERT" in message
+    assert "--revision refs/pr/6" in message  # the hub revision with safetensors weights
 
 
 def test_corrupt_folders_give_clear_errors(tiny_bert_dir, tmp_path):
@@ -190,6 +191,18 @@ def test_corrupt_folders_give_clear_errors(tiny_bert_dir, tmp_path):
     with pytest.raises(InputFileError, match="cannot load the text encoder") as info:
         TextEncoder.from_pretrained(broken)
     assert str(broken) in str(info.value)
+
+
+def test_pickle_weights_are_refused(tiny_bert_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert_dir, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(InputFileError, match="safetensors only") as info:
+        TextEncoder.from_pretrained(folder)
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bio_clinicalbert_keeps_case(tiny_bert_dir, tmp_path):

@@ -1,15 +1,14 @@
 """Report text -> token states (B, L, D) + pooled vector (B, D) with a Hugging Face encoder.
 
-Loading never touches the network: `from_pretrained` accepts a local folder or a model id already in the
-Hugging Face cache, and a missing model raises `ModelNotFoundError` with one sentence saying where it
-looked and how to get it. Frozen encoders cache embeddings of repeated reports (LRU, keyed by the text).
+Loading never touches the network (see `medgen.text.hub`): a local folder or a model id already in the
+Hugging Face cache; a missing model raises `ModelNotFoundError` with one sentence saying where it looked
+and how to get it. Frozen encoders cache embeddings of repeated reports (LRU, keyed by the text).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import warnings
 from collections import OrderedDict, namedtuple
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from medgen.errors import InputFileError, ModelNotFoundError
+from medgen.errors import InputFileError
+from medgen.text.hub import DEFAULT_TEXT_ENCODER, load_hf_encoder
 
-DEFAULT_TEXT_ENCODER = "emilyalsentzer/Bio_ClinicalBERT"
 CONFIG_NAME = "medgen_text.json"
 POOLINGS = ("mean", "cls")
 
@@ -71,67 +70,6 @@ class TextEncoding:
             torch.cat([e.attention_mask for e in padded]),
             torch.cat([e.pooled for e in padded]),
         )
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache folder, read from the environment now (HF_HUB_CACHE, HF_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def _not_found(name: str) -> ModelNotFoundError:
-    folder = Path(name).expanduser().resolve()
-    hub_id = bool(_HUB_ID.match(name))
-    where = f"no folder {folder}" + (f" and no copy in the Hugging Face cache {hf_cache_dir()}" if hub_id else "")
-    return ModelNotFoundError(
-        f"text encoder {name!r} not found ({where}; medgen never downloads): on a machine with internet run "
-        f"`huggingface-cli download {name if hub_id else DEFAULT_TEXT_ENCODER} --local-dir DIR`, copy DIR here "
-        "and pass it as the encoder path, or build a compact offline encoder with "
-        "`medgen text pretrain --manifest MANIFEST --out DIR`"
-    )
-
-
-def _load_hf(name: str, do_lower_case: bool | None):
-    """Load (tokenizer, model) from a local folder or the HF cache; offline, with one-line errors."""
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = Path(name).expanduser()
-    from_cache = not folder.exists()
-    if from_cache and not _HUB_ID.match(name):
-        raise _not_found(name)
-    if not from_cache and not (folder / "config.json").is_file():
-        raise InputFileError(folder, "not a Hugging Face model folder (no config.json)")
-    source = name if from_cache else str(folder)
-    kwargs = {"cache_dir": str(hf_cache_dir())} if from_cache else {}
-    if do_lower_case is None and "bio_clinicalbert" in name.lower():
-        do_lower_case = False  # the model is cased; its tokenizer config says otherwise
-    tok_kwargs = kwargs if do_lower_case is None else {**kwargs, "do_lower_case": do_lower_case}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **tok_kwargs)
-        model = AutoModel.from_pretrained(source, local_files_only=True, **kwargs)
-    except OSError as err:
-        if from_cache:  # not in the cache, or an incomplete snapshot
-            raise _not_found(name) from err
-        raise InputFileError(folder, f"cannot load the text encoder: {_first_line(err)}") from err
-    except Exception as err:  # corrupt weights, bad JSON, unknown architecture...
-        raise InputFileError(source, f"cannot load the text encoder ({type(err).__name__}: {_first_line(err)})") from err
-    n_special = len(set(tokenizer.all_special_ids))
-    if len(tokenizer) <= n_special or len(tokenizer) > model.config.vocab_size:
-        raise InputFileError(
-            source, f"tokenizer vocabulary ({len(tokenizer)} tokens) does not fit the model "
-            f"(vocab_size {model.config.vocab_size}); the folder is incomplete or mixes two models"
-        )
-    return tokenizer, model
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no details"
 
 
 def _transformer_layers(model) -> torch.nn.ModuleList:
@@ -190,7 +128,7 @@ class TextEncoder(torch.nn.Module):
         """
         name = str(name_or_path)
         saved = _read_config(Path(name).expanduser())
-        tokenizer, model = _load_hf(name, do_lower_case)
+        tokenizer, model = load_hf_encoder(name, do_lower_case)
         options = {"max_length": 128, "pooling": "mean", "trainable_layers": 0, "cache_size": 2048}
         options.update({k: saved[k] for k in options if k in saved})
         given = {"max_length": max_length, "pooling": pooling, "trainable_layers": trainable_layers,
