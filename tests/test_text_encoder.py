@@ -215,13 +215,14 @@ def test_bio_clinicalbert_keeps_case(tiny_bert_dir, tmp_path):
 
 
 def test_save_load_round_trip(tiny_bert_dir, tmp_path):
-    enc = TextEncoder.from_pretrained(tiny_bert_dir, max_length=24, pooling="cls")
+    enc = TextEncoder.from_pretrained(tiny_bert_dir, max_length=24, pooling="cls", trainable_layers=1)
     enc.save_pretrained(tmp_path / "saved")
     names = {p.name for p in (tmp_path / "saved").iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "medgen_text.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
     loaded = TextEncoder.from_pretrained(tmp_path / "saved")
-    assert (loaded.max_length, loaded.pooling) == (24, "cls")
+    assert (loaded.max_length, loaded.pooling, loaded.trainable_layers) == (24, "cls", 0)  # loads frozen
+    enc.set_trainable_layers(0)  # eval mode (no dropout) for the comparison
     a, b = enc(REPORTS), loaded(REPORTS)
     torch.testing.assert_close(a.token_states, b.token_states, atol=0, rtol=0)
     torch.testing.assert_close(a.pooled, b.pooled, atol=0, rtol=0)

@@ -122,8 +122,9 @@ class TextEncoder(torch.nn.Module):
                         cache_size: int | None = None, do_lower_case: bool | None = None) -> TextEncoder:
         """Load offline from a folder or the HF cache.
 
-        Options left as None come from the folder's `medgen_text.json` (written by `save_pretrained`),
-        else the defaults: max_length=128, pooling="mean", trainable_layers=0, cache_size=2048.
+        Options left as None come from the folder's `medgen_text.json` (written by `save_pretrained`:
+        max_length, pooling, cache_size), else the defaults: max_length=128, pooling="mean",
+        trainable_layers=0 (frozen), cache_size=2048.
         `do_lower_case=None` keeps the tokenizer's own setting, except for Bio_ClinicalBERT (cased: False).
         """
         name = str(name_or_path)
@@ -143,8 +144,8 @@ class TextEncoder(torch.nn.Module):
         with atomic_dir(path, overwrite=True) as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            config = {"max_length": self.max_length, "pooling": self.pooling,
-                      "trainable_layers": self.trainable_layers, "cache_size": self.cache_size,
+            # trainable_layers is a training choice, not saved: a loaded encoder starts frozen
+            config = {"max_length": self.max_length, "pooling": self.pooling, "cache_size": self.cache_size,
                       "hidden_size": self.hidden_size}
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -233,7 +234,7 @@ class TextEncoder(torch.nn.Module):
             states, mask, pooled, lengths = self._encode(todo)
             for j, text in enumerate(todo):
                 n = int(mask[j].sum())
-                self._cache[text] = (states[j, :n], pooled[j], lengths[j])
+                self._cache[text] = (states[j, :n].clone(), pooled[j].clone(), lengths[j])  # not views of the batch
         entries = []
         for text in texts:
             self._cache.move_to_end(text)
