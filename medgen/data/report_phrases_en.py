@@ -1,0 +1,131 @@
+"""English phrase banks. Each bank is split into "train" and "heldout" vocabulary so that held-out
+families (`report_families_en`) use wording the training families never produce.
+
+Density keys are `medgen.volume.density_class` values; margins, sides and grades are the
+`medgen.data.findings` vocabularies; lesion kinds are 'nodule' / 'mass'.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medgen.data.findings import LOBES
+from medgen.data.report_common import pick
+
+LOBE_FULL = {lobe: lobe.replace("_", " ") + " lobe" for lobe in LOBES}  # "right upper lobe"
+LOBE_ABBR = {"right_upper": "RUL", "right_middle": "RML", "right_lower": "RLL",
+             "left_upper": "LUL", "left_lower": "LLL"}
+LOBE_OF_LUNG = {lobe: f"{lobe.split('_')[1]} lobe of the {lobe.split('_')[0]} lung" for lobe in LOBES}
+SEGMENTS = {
+    "right_upper": ("apical segment of the right upper lobe", "posterior segment of the right upper lobe",
+                    "anterior segment of the right upper lobe", "RUL apical segment"),
+    "right_middle": ("lateral segment of the right middle lobe", "medial segment of the right middle lobe",
+                     "RML lateral segment"),
+    "right_lower": ("superior segment of the right lower lobe", "posterior basal segment of the right lower lobe",
+                    "lateral basal segment of the right lower lobe", "RLL superior segment"),
+    "left_upper": ("apicoposterior segment of the left upper lobe", "anterior segment of the left upper lobe",
+                   "lingula", "superior lingular segment", "inferior lingular segment"),
+    "left_lower": ("superior segment of the left lower lobe", "anteromedial basal segment of the left lower lobe",
+                   "posterior basal segment of the left lower lobe", "LLL superior segment"),
+}
+# Lobe named without its side, for families that put the lung in a heading ("RIGHT LUNG: ...").
+ZONE_ONLY = {"right_upper": ("upper lobe",), "right_middle": ("middle lobe",), "right_lower": ("lower lobe",),
+             "left_upper": ("upper lobe", "lingula"), "left_lower": ("lower lobe",)}
+
+
+def lobe_words(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> str:
+    """Lobe name without article. Styles: 'full', 'abbr', 'of-lung', 'segment', 'zone'."""
+    style = pick(rng, styles)
+    if style == "full":
+        return LOBE_FULL[lobe]
+    if style == "abbr":
+        return LOBE_ABBR[lobe]
+    if style == "of-lung":
+        return LOBE_OF_LUNG[lobe]
+    if style == "segment":
+        return pick(rng, SEGMENTS[lobe])
+    if style == "zone":
+        return pick(rng, ZONE_ONLY[lobe])
+    raise ValueError(f"`styles` may hold 'full', 'abbr', 'of-lung', 'segment', 'zone', got {style!r}")
+
+
+# Density as an adjective before the noun.
+DENSITY_ADJ = {
+    "train": {"ground-glass": ("ground-glass", "pure ground-glass"),
+              "part-solid": ("part-solid", "partly solid"),
+              "solid": ("solid",)},
+    "heldout": {"ground-glass": ("non-solid", "ground glass"),
+                "part-solid": ("subsolid", "mixed-attenuation"),
+                "solid": ("soft-tissue density", "solid-appearing")},
+}
+# Density as a phrase after the noun / verb ("... is {phrase}"); may hold {solid}, the
+# solid component with its article ("an 8 mm").
+DENSITY_POST = {
+    "train": {"ground-glass": ("of ground-glass attenuation",),
+              "part-solid": ("with {solid} solid component", "of part-solid attenuation"),
+              "solid": ("of solid attenuation",)},
+    "heldout": {"ground-glass": ("of pure ground-glass attenuation without a solid component",
+                                 "non-solid, of ground-glass attenuation"),
+                "part-solid": ("subsolid, with {solid} solid component",
+                               "of mixed solid and ground-glass attenuation"),
+                "solid": ("of soft-tissue attenuation", "uniformly solid")},
+}
+MARGIN = {
+    "train": {"smooth": ("smooth", "well-circumscribed"), "lobulated": ("lobulated",),
+              "spiculated": ("spiculated",)},
+    "heldout": {"smooth": ("sharply marginated", "well-defined"), "lobulated": ("macrolobulated", "lobular"),
+                "spiculated": ("stellate", "irregular spiculated")},
+}
+NOUN = {
+    "train": {"nodule": ("nodule", "pulmonary nodule"), "mass": ("mass",)},
+    "heldout": {"nodule": ("nodular opacity", "opacity", "lesion"), "mass": ("mass lesion", "pulmonary mass")},
+}
+EFFUSION_GRADE = {
+    "train": {"small": ("small",), "moderate": ("moderate",), "large": ("large",)},
+    "heldout": {"small": ("small-volume", "minimal"), "moderate": ("moderate-volume", "medium-sized"),
+                "large": ("large-volume", "massive")},
+}
+# Amount of "pleural fluid" (held out): "a small amount of pleural fluid on the left".
+EFFUSION_AMOUNT = {"small": ("a small amount of", "minimal"), "moderate": ("a moderate amount of", "moderate-volume"),
+                   "large": ("a large amount of", "large-volume")}
+EFFUSION_SIDE = {  # adjective before "pleural effusion"
+    "train": {"left": ("left",), "right": ("right",), "bilateral": ("bilateral",)},
+    "heldout": {"left": ("left-sided",), "right": ("right-sided",), "bilateral": ("bilateral",)},
+}
+EFFUSION_WHERE = {"left": ("on the left",), "right": ("on the right",),  # after the noun (held out)
+                  "bilateral": ("bilaterally", "on both sides")}
+EMPHYSEMA_GRADE = {
+    "train": {"mild": ("mild",), "moderate": ("moderate",), "severe": ("severe",)},
+    "heldout": {"mild": ("minimal", "slight"), "moderate": ("moderate",), "severe": ("advanced", "marked")},
+}
+EMPHYSEMA_UPPER = {
+    "train": (", upper lobe predominant", " with upper lobe predominance", ", predominantly in the upper lobes"),
+    "heldout": (", most pronounced at the lung apices", " with an upper-zone predominance"),
+}
+EMPHYSEMA_DIFFUSE = {"train": ("", ", diffuse"), "heldout": ("", " without zonal predominance")}
+
+NEG_LESION = {
+    "train": ("No suspicious pulmonary nodules or masses.", "No pulmonary nodule or mass.",
+              "No focal pulmonary nodule."),
+    "heldout": ("The lungs are clear without focal opacity.", "Negative for pulmonary nodules."),
+}
+NEG_EFFUSION = {
+    "train": ("No pleural effusion.", "No pleural effusion or pneumothorax.", "There is no pleural effusion."),
+    "heldout": ("No pleural fluid.", "Pleural effusion is absent."),
+}
+NEG_EMPHYSEMA = {
+    "train": ("No emphysema.", "No evidence of emphysema."),
+    "heldout": ("Emphysema is not seen.", "No emphysematous change."),
+}
+DISTRACTORS = {
+    "train": ("Heart size is normal.", "No pericardial effusion.", "No pneumothorax.",
+              "Mediastinal and hilar lymph nodes are not enlarged.", "The central airways are patent.",
+              "Visualized upper abdomen is unremarkable."),
+    "heldout": ("Cardiac silhouette within normal limits.", "Trachea and mainstem bronchi are clear.",
+                "Thyroid appears unremarkable.", "Degenerative changes of the thoracic spine.",
+                "Pericardium without effusion."),
+}
+NORMAL = {
+    "train": ("No acute cardiopulmonary abnormality.", "Normal CT of the chest.", "The lungs are clear."),
+    "heldout": ("Unremarkable chest CT.", "No acute intrathoracic process."),
+}

@@ -1,0 +1,86 @@
+"""Chinese phrase banks (简体中文). Like the English banks, each is split into "train" and "heldout"
+vocabulary; held-out families (`report_families_zh`) draw only from the "heldout" half.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medgen.data.report_common import pick
+from medgen.data.report_phrases_en import LOBE_ABBR
+
+LOBE = {"right_upper": "右肺上叶", "right_middle": "右肺中叶", "right_lower": "右肺下叶",
+        "left_upper": "左肺上叶", "left_lower": "左肺下叶"}
+LOBE_COLLOQ = {"right_upper": "右上肺", "right_middle": "右中肺", "right_lower": "右下肺",
+               "left_upper": "左上肺", "left_lower": "左下肺"}
+SEGMENTS = {
+    "right_upper": ("右肺上叶尖段", "右肺上叶后段", "右肺上叶前段"),
+    "right_middle": ("右肺中叶外侧段", "右肺中叶内侧段"),
+    "right_lower": ("右肺下叶背段", "右肺下叶外基底段", "右肺下叶后基底段"),
+    "left_upper": ("左肺上叶尖后段", "左肺上叶前段", "左肺上叶舌段", "左肺舌段"),
+    "left_lower": ("左肺下叶背段", "左肺下叶前内基底段", "左肺下叶后基底段"),
+}
+ZONE_ONLY = {"right_upper": ("上叶",), "right_middle": ("中叶",), "right_lower": ("下叶",),
+             "left_upper": ("上叶", "上叶舌段"), "left_lower": ("下叶",)}
+
+
+def lobe_words(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> str:
+    """Lobe name. Styles: 'full' (右肺上叶), 'colloq' (右上肺), 'segment', 'zone' (上叶), 'abbr' (RUL)."""
+    style = pick(rng, styles)
+    if style == "full":
+        return LOBE[lobe]
+    if style == "colloq":
+        return LOBE_COLLOQ[lobe]
+    if style == "segment":
+        return pick(rng, SEGMENTS[lobe])
+    if style == "zone":
+        return pick(rng, ZONE_ONLY[lobe])
+    if style == "abbr":
+        return LOBE_ABBR[lobe]
+    raise ValueError(f"`styles` may hold 'full', 'colloq', 'segment', 'zone', 'abbr', got {style!r}")
+
+
+# Density as a modifier before the noun (磨玻璃结节) and as a clause (呈软组织密度); {solid} = mm.
+DENSITY_ADJ = {
+    "train": {"ground-glass": ("磨玻璃", "纯磨玻璃", "磨玻璃密度"), "part-solid": ("部分实性", "混杂磨玻璃"),
+              "solid": ("实性",)},
+    "heldout": {"ground-glass": ("毛玻璃", "毛玻璃密度"), "part-solid": ("亚实性", "混合密度"),
+                "solid": ("软组织密度",)},
+}
+DENSITY_POST = {
+    "train": {"ground-glass": ("呈磨玻璃密度",),
+              "part-solid": ("呈混杂磨玻璃密度，内见实性成分约{solid}mm", "呈部分实性"),
+              "solid": ("呈实性", "呈软组织密度")},
+    "heldout": {"ground-glass": ("呈毛玻璃样密度，未见实性成分", "密度浅淡，呈毛玻璃样"),
+                "part-solid": ("呈亚实性，实性部分约{solid}mm", "密度混杂，呈亚实性"),
+                "solid": ("呈均匀软组织密度", "密度均匀，呈软组织密度")},
+}
+MARGIN = {
+    "train": {"smooth": ("边缘光滑", "边界清楚", "边缘光滑，未见分叶及毛刺"),
+              "lobulated": ("边缘可见分叶", "呈分叶状"), "spiculated": ("边缘可见毛刺", "边缘见毛刺征")},
+    "heldout": {"smooth": ("轮廓规整", "边缘锐利"), "lobulated": ("可见浅分叶", "分叶征阳性"),
+                "spiculated": ("周围见棘状突起", "见短毛刺")},
+}
+NOUN = {"train": {"nodule": ("结节",), "mass": ("肿块",)},
+        "heldout": {"nodule": ("结节影", "病灶"), "mass": ("团块影", "占位性病变")}}
+EFFUSION_GRADE = {"train": {"small": ("少量",), "moderate": ("中等量",), "large": ("大量",)},
+                  "heldout": {"small": ("少许",), "moderate": ("中量",), "large": ("大量",)}}
+EFFUSION_SIDE = {"train": {"left": ("左侧",), "right": ("右侧",), "bilateral": ("双侧",)},
+                 "heldout": {"left": ("左侧",), "right": ("右侧",), "bilateral": ("两侧",)}}
+EMPHYSEMA_GRADE = {"train": {"mild": ("轻度",), "moderate": ("中度",), "severe": ("重度",)},
+                   "heldout": {"mild": ("轻微",), "moderate": ("中度",), "severe": ("严重",)}}
+EMPHYSEMA_UPPER = {"train": ("，以双肺上叶为著", "，以上叶为主"), "heldout": ("，双上肺明显", "，肺尖部为著")}
+EMPHYSEMA_DIFFUSE = {"train": ("", "，弥漫分布"), "heldout": ("", "，分布无明显区域差异")}
+
+NEG_LESION = {"train": ("双肺未见明确结节及肿块。", "双肺内未见异常结节影。"),
+              "heldout": ("两肺野未见实质性病灶。", "肺内未见占位性病变。")}
+NEG_EFFUSION = {"train": ("双侧胸腔未见积液。", "胸腔内未见积液。"),
+                "heldout": ("两侧胸膜腔无积液。", "未见胸水。")}
+NEG_EMPHYSEMA = {"train": ("未见肺气肿征象。", "无明显肺气肿。"),
+                 "heldout": ("未见明确肺气肿改变。",)}
+DISTRACTORS = {
+    "train": ("气管及主支气管通畅。", "纵隔内未见肿大淋巴结。", "心脏大小形态未见异常。", "心包未见积液。"),
+    "heldout": ("胸壁软组织未见异常。", "所扫层面骨质未见明显破坏。", "心包腔内无积液。", "双侧肺门不大。"),
+}
+NORMAL = {"train": ("双肺未见明显异常。", "胸部CT平扫未见明显异常。"),
+          "heldout": ("心肺膈未见明显异常。", "胸部CT未见异常征象。")}

@@ -1,0 +1,98 @@
+"""Radiology report writer (English and Chinese) over structured `Findings`.
+
+Reports come from *phrasing families*: groups of templates, synonym sets and section orders that differ
+in structure and vocabulary (see `report_families_en` / `report_families_zh`). Families are split into
+"train" (~70 %) and "heldout" (~30 %) so that evaluation can test generalisation to wording the model
+never saw; `write_report(..., split="heldout")` draws only held-out families.
+
+Example:
+    >>> report = write_report(Findings(), language="zh", rng=np.random.default_rng(0))
+    >>> report.family, report.split
+    ('zh.listed', 'train')
+    >>> write_report(findings, language="en", rng=rng, split="heldout").family in PHRASING_FAMILIES["heldout"]
+    True
+
+The writer never consults the parser (`medgen.data.report_parser`): `parse_report` and `implied_density`
+are re-exported here lazily, so importing this module does not import the parser. Tests check that the
+parser recovers the findings from every family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medgen.data import report_families_en, report_families_zh
+from medgen.data.findings import Findings
+
+__all__ = ["LANGUAGES", "PHRASING_FAMILIES", "Report", "families_for", "write_report"]
+
+LANGUAGES = ("en", "zh")
+SPLITS = ("train", "heldout")
+
+_RENDERERS = {**report_families_en.TRAIN, **report_families_en.HELDOUT,
+              **report_families_zh.TRAIN, **report_families_zh.HELDOUT}
+# Family ids ("en.sectioned", "zh.windows", ...) per split; the language is the id's prefix.
+PHRASING_FAMILIES: dict[str, tuple[str, ...]] = {
+    "train": (*report_families_en.TRAIN, *report_families_zh.TRAIN),
+    "heldout": (*report_families_en.HELDOUT, *report_families_zh.HELDOUT),
+}
+
+
+@dataclass
+class Report:
+    """A written report.
+
+    Args:
+        text: the report.
+        language: "en" or "zh".
+        family: phrasing-family id (a key of one of `PHRASING_FAMILIES`' tuples).
+        split: "train" or "heldout", the split the family belongs to.
+    """
+
+    text: str
+    language: str
+    family: str
+    split: str
+
+
+def families_for(language: str, split: str) -> tuple[str, ...]:
+    """Family ids of one language in one split."""
+    if language not in LANGUAGES:
+        raise ValueError(f"`language` must be one of {LANGUAGES}, got {language!r}")
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
+    return tuple(f for f in PHRASING_FAMILIES[split] if f.startswith(language + "."))
+
+
+def write_report(findings: Findings, *, language: str = "en", rng: np.random.Generator, split: str = "train",
+                 family: str | None = None) -> Report:
+    """Write a radiology report describing `findings`.
+
+    Args:
+        findings: ground truth to describe (lesion centres are not mentioned).
+        language: "en" or "zh".
+        rng: the only source of randomness; the same generator state gives the same report.
+        split: "train" or "heldout": which phrasing families may be drawn.
+        family: force one family id of that language and split (for demos and tests); drawn from `rng`
+            when None.
+    """
+    allowed = families_for(language, split)
+    if family is None:
+        family = allowed[int(rng.integers(len(allowed)))]
+    elif family not in allowed:
+        raise ValueError(f"`family` must be one of {allowed} for language={language!r}, split={split!r}, "
+                         f"got {family!r}")
+    text = _RENDERERS[family](findings, rng)
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    text = "\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1]))
+    return Report(text=text, language=language, family=family, split=split)
+
+
+def __getattr__(name):
+    if name in ("parse_report", "implied_density"):
+        from medgen.data import report_parser
+
+        return getattr(report_parser, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
