@@ -27,6 +27,29 @@ def shuffled(rng: np.random.Generator, items: list) -> list:
     return [items[i] for i in rng.permutation(len(items))]
 
 
+def numbered(items: list[str]) -> list[str]:
+    """'1. …', '2. …' list items."""
+    return [f"{i}. {item}" for i, item in enumerate(items, 1)]
+
+
+def negations(findings: Findings, rng: np.random.Generator, lesion: tuple[str, ...], effusion: tuple[str, ...],
+              emphysema: tuple[str, ...], p: float = 0.7) -> list[str]:
+    """Negative statements for absent findings: lesion and effusion with probability p, emphysema p / 2."""
+    out = []
+    if not findings.lesions and chance(rng, p):
+        out.append(pick(rng, lesion))
+    if findings.effusion is None and chance(rng, p):
+        out.append(pick(rng, effusion))
+    if findings.emphysema is None and chance(rng, p / 2):
+        out.append(pick(rng, emphysema))
+    return out
+
+
+def some_of(rng: np.random.Generator, options: tuple[str, ...], k_max: int) -> list[str]:
+    """0..k_max distinct options in random order (incidental sentences)."""
+    return shuffled(rng, list(options))[: int(rng.integers(k_max + 1))]
+
+
 def _round_half_up(x: float) -> int:
     return int(np.floor(float(x) + 0.5))
 

@@ -16,9 +16,11 @@ from medgen.data.report_common import (
     capitalize,
     chance,
     measure_all,
+    negations,
+    numbered,
     pick,
-    shuffled,
     size_text,
+    some_of,
 )
 from medgen.data.report_phrases_en import (
     DENSITY_ADJ,
@@ -70,23 +72,11 @@ def _emphysema_phrase(x: Emphysema, rng: np.random.Generator, vocab: str = T, ki
 
 
 def _negations(f: Findings, rng: np.random.Generator, vocab: str, p: float = 0.7) -> list[str]:
-    """Negative statements for absent findings, each included with probability ~p."""
-    out = []
-    if not f.lesions and chance(rng, p):
-        out.append(pick(rng, NEG_LESION[vocab]))
-    if f.effusion is None and chance(rng, p):
-        out.append(pick(rng, NEG_EFFUSION[vocab]))
-    if f.emphysema is None and chance(rng, p / 2):
-        out.append(pick(rng, NEG_EMPHYSEMA[vocab]))
-    return out
+    return negations(f, rng, NEG_LESION[vocab], NEG_EFFUSION[vocab], NEG_EMPHYSEMA[vocab], p)
 
 
 def _distractors(rng: np.random.Generator, vocab: str, k_max: int = 2) -> list[str]:
-    return shuffled(rng, list(DISTRACTORS[vocab]))[: int(rng.integers(k_max + 1))]
-
-
-def _numbered(items: list[str]) -> list[str]:
-    return [f"{i}. {item}" for i, item in enumerate(items, 1)]
+    return some_of(rng, DISTRACTORS[vocab], k_max)
 
 
 def _impression(f: Findings, ms: list[Measured], rng: np.random.Generator) -> list[str]:
@@ -101,7 +91,7 @@ def _impression(f: Findings, ms: list[Measured], rng: np.random.Generator) -> li
         items.append(capitalize(_effusion_phrase(f.effusion, rng) + "."))
     if f.emphysema:
         items.append(capitalize(_emphysema_phrase(f.emphysema, rng) + "."))
-    return _numbered(items) if items else [pick(rng, NORMAL[T])]
+    return numbered(items) if items else [pick(rng, NORMAL[T])]
 
 
 # ---------------------------------------------------------------- training families
@@ -326,7 +316,7 @@ def conclusion_only(f: Findings, rng: np.random.Generator) -> str:
     items += _negations(f, rng, H, p=0.5)
     if f.is_normal:
         items.append(pick(rng, NORMAL[H]))
-    return "\n".join(["CONCLUSION:", *_numbered(items)])
+    return "\n".join(["CONCLUSION:", *numbered(items)])
 
 
 TRAIN = {"en.sectioned": sectioned, "en.organ_headers": organ_headers, "en.narrative": narrative,

@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from medgen.data.findings import Effusion, Emphysema, Findings
-from medgen.data.report_common import Measured, chance, measure_all, pick, shuffled, size_text
+from medgen.data.report_common import (
+    Measured,
+    chance,
+    measure_all,
+    negations,
+    numbered,
+    pick,
+    size_text,
+    some_of,
+)
 from medgen.data.report_phrases_zh import (
     DENSITY_ADJ,
     DENSITY_POST,
@@ -53,22 +62,11 @@ def _emphysema(x: Emphysema, rng: np.random.Generator, vocab: str = T) -> tuple[
 
 
 def _negations(f: Findings, rng: np.random.Generator, vocab: str, p: float = 0.7) -> list[str]:
-    out = []
-    if not f.lesions and chance(rng, p):
-        out.append(pick(rng, NEG_LESION[vocab]))
-    if f.effusion is None and chance(rng, p):
-        out.append(pick(rng, NEG_EFFUSION[vocab]))
-    if f.emphysema is None and chance(rng, p / 2):
-        out.append(pick(rng, NEG_EMPHYSEMA[vocab]))
-    return out
+    return negations(f, rng, NEG_LESION[vocab], NEG_EFFUSION[vocab], NEG_EMPHYSEMA[vocab], p)
 
 
 def _distractors(rng: np.random.Generator, vocab: str, k_max: int = 2) -> list[str]:
-    return shuffled(rng, list(DISTRACTORS[vocab]))[: int(rng.integers(k_max + 1))]
-
-
-def _numbered(items: list[str]) -> list[str]:
-    return [f"{i}. {item}" for i, item in enumerate(items, 1)]
+    return some_of(rng, DISTRACTORS[vocab], k_max)
 
 
 def _diagnosis(f: Findings, ms: list[Measured], rng: np.random.Generator) -> list[str]:
@@ -83,7 +81,7 @@ def _diagnosis(f: Findings, ms: list[Measured], rng: np.random.Generator) -> lis
         items.append(f"{side}胸腔{grade}积液。")
     if f.emphysema:
         items.append(f"{_emphysema(f.emphysema, rng)[0]}肺气肿。")
-    return _numbered(items) if items else [pick(rng, NORMAL[T])]
+    return numbered(items) if items else [pick(rng, NORMAL[T])]
 
 
 # ---------------------------------------------------------------- training families
