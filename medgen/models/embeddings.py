@@ -68,7 +68,3 @@ class DensityTextEmbedding(nn.Module):
         d_emb = self.density_mlp(feats.to(dtype))
         d_emb = torch.where(unknown[:, None], self.density_null.to(d_emb.dtype)[None].expand_as(d_emb), d_emb)
         return d_emb + self.text_proj(pooled.to(dtype))
-
-    def forward_packed(self, packed: torch.Tensor) -> torch.Tensor:
-        """``packed = cat([density[:, None], pooled], 1)`` (B, 1 + D_text) -> (B, embed_dim)."""
-        return self.forward(packed[:, 0], packed[:, 1:])

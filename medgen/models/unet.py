@@ -87,10 +87,16 @@ class MaskedCrossAttentionBlock(CrossAttentionBlock):
 
 
 class PackedDensityTextEmbedding(DensityTextEmbedding):
-    """`DensityTextEmbedding` taking MONAI's single ``class_labels`` tensor: ``cat([density[:, None], pooled], 1)``."""
+    """`DensityTextEmbedding` that also takes MONAI's single ``class_labels`` tensor.
 
-    def forward(self, packed: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(packed[:, 0], packed[:, 1:])
+    ``forward(packed)`` with ``packed = cat([density[:, None], pooled], 1)`` (how MONAI's UNet calls it),
+    or ``forward(density, pooled)`` like the parent.
+    """
+
+    def forward(self, density: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if pooled is None:
+            density, pooled = density[:, 0], density[:, 1:]
+        return super().forward(density, pooled)
 
 
 def _jsonable(v: Any) -> Any:
