@@ -96,7 +96,7 @@ def test_disk_cache_keeps_affine(sources, tmp_path, monkeypatch):
     def no_loading(path):
         raise AssertionError(f"cache miss: {path} was loaded again")
 
-    monkeypatch.setattr("medgen.io.load_volume", no_loading)
+    monkeypatch.setattr("medgen.data.transforms.load_volume", no_loading)
     again = build_dataset(entries, config)  # a fresh dataset must be served from the cache files
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # MONAI warns and recomputes when a cache file cannot be loaded

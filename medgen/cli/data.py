@@ -60,12 +60,9 @@ def _stem(path: Path) -> Path:
 def run_phantom(args) -> int:
     import numpy as np
 
-    from medgen.data.builder import lesion_density_label
-    from medgen.data.phantom import make_phantom, sample_findings
-    from medgen.data.reports import write_report
+    from medgen.data.builder import LABEL_DESCRIP, synthesize_subject
     from medgen.io import save_nifti
     from medgen.io.atomic import atomic_path, check_output_path
-    from medgen.io.sidecar import provenance
     from medgen.preview.render import render_orthogonal
 
     stem = _stem(args.out)
@@ -74,23 +71,18 @@ def run_phantom(args) -> int:
     for path in outputs.values():  # fail before any work
         check_output_path(path, args.overwrite)
 
-    rng = np.random.default_rng(args.seed)
-    findings = sample_findings(rng, p_normal=0.0)  # the demo should show something
-    case = make_phantom(findings, shape=args.shape, spacing=args.spacing, seed=args.seed)
-    report = write_report(case.findings, language=args.language, rng=rng)
-    density, source = lesion_density_label(case.image.array, case.labels.array, case.findings)
-
-    record = provenance(kind="phantom", phantom_seed=args.seed, report=report.text, language=args.language,
-                        density=density, density_source=source, findings=case.findings.to_dict(),
-                        subject=case.subject)
-    save_nifti(case.image, outputs["image"], sidecar=record, overwrite=args.overwrite)
-    save_nifti(case.labels, outputs["label"], dtype=np.uint8, descrip="SYNTHETIC medgen phantom labels",
-               overwrite=args.overwrite)
+    subject = synthesize_subject(np.random.default_rng(args.seed), shape=args.shape, spacing=args.spacing,
+                                 language=args.language, p_normal=0.0)  # the demo should show something
+    case, report = subject.case, subject.report
+    save_nifti(case.image, outputs["image"], sidecar=subject.provenance(seed=args.seed), overwrite=args.overwrite)
+    save_nifti(case.labels, outputs["label"], dtype=np.uint8, descrip=LABEL_DESCRIP, overwrite=args.overwrite)
     with atomic_path(outputs["report"], overwrite=args.overwrite) as tmp:
         tmp.write_text(report.text + "\n", encoding="utf-8")
-    lesions = case.findings.lesions
-    render_orthogonal(case.image, outputs["preview"], center_mm=lesions[0].center_mm if lesions else None,
-                      title=f"phantom seed {args.seed}" + (f" (through the {lesions[0].lobe.replace('_', ' ')} lobe lesion)" if lesions else ""),
+    lesion = case.findings.lesions[0] if case.findings.lesions else None
+    title = f"phantom seed {args.seed}"
+    if lesion is not None:
+        title += f" (through the {lesion.lobe.replace('_', ' ')} lobe lesion)"
+    render_orthogonal(case.image, outputs["preview"], center_mm=lesion.center_mm if lesion else None, title=title,
                       overwrite=args.overwrite)
 
     print(report.text)

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from medgen.io.atomic import atomic_dir
 from medgen.volume import DENSITY_WORD_DEFAULTS, density_class, hu_to_density
 
 LANGUAGES = ("en", "zh")
+LABEL_DESCRIP = "SYNTHETIC medgen phantom labels"
 
 
 @dataclass(frozen=True)
@@ -98,33 +100,61 @@ def lesion_density_label(image: np.ndarray, labels: np.ndarray, findings) -> tup
     return DENSITY_WORD_DEFAULTS[density_class(findings.mean_lesion_density)], "words"
 
 
-def build_subject(plan: SubjectPlan, *, root, shape: int, spacing: float) -> dict:
-    """Build and write one subject under `root`; returns its manifest row (paths relative to `root`)."""
+@dataclass
+class Subject:
+    """One synthesised subject: phantom, report and density label (see `synthesize_subject`)."""
+
+    case: Any  # medgen.data.phantom.PhantomCase
+    report: Any  # medgen.data.reports.Report
+    phantom_seed: int
+    density: float | None
+    density_source: str
+
+    def provenance(self, **fields) -> dict:
+        """Sidecar record: synthetic label, version, time, then the ground truth and `fields`."""
+        from medgen.io.sidecar import provenance
+
+        return provenance(kind="phantom", phantom_seed=self.phantom_seed, report=self.report.text,
+                          language=self.report.language, density=self.density,
+                          density_source=self.density_source, findings=self.case.findings.to_dict(),
+                          subject=self.case.subject, **fields)
+
+
+def synthesize_subject(rng: np.random.Generator, *, shape=64, spacing=5.0, language="en", split="train",
+                       p_normal: float = 0.25) -> Subject:
+    """Findings, phantom, report and density label, all drawn from `rng` (in that order).
+
+    Args:
+        split: "train" or "heldout" phrasing families for the report.
+        p_normal: probability of a subject without findings.
+    """
     from medgen.data.phantom import make_phantom, sample_findings
     from medgen.data.reports import write_report
-    from medgen.io import save_nifti, write_dicom_series
-    from medgen.io.sidecar import provenance
 
-    root = Path(root)
-    rng = subject_rng(plan.seed, plan.index)
-    findings = sample_findings(rng)
+    findings = sample_findings(rng, p_normal=p_normal)
     phantom_seed = int(rng.integers(0, 2**31 - 1))
     case = make_phantom(findings, shape=shape, spacing=spacing, seed=phantom_seed)
-    report = write_report(case.findings, language=plan.language, rng=rng,
-                          split="heldout" if plan.split == "test" else "train")
-    density, density_source = lesion_density_label(case.image.array, case.labels.array, case.findings)
+    report = write_report(case.findings, language=language, rng=rng, split=split)
+    density, source = lesion_density_label(case.image.array, case.labels.array, case.findings)
+    return Subject(case, report, phantom_seed, density, source)
 
+
+def build_subject(plan: SubjectPlan, *, root, shape: int, spacing: float) -> dict:
+    """Build and write one subject under `root`; returns its manifest row (paths relative to `root`)."""
+    from medgen.io import save_nifti, write_dicom_series
+
+    root = Path(root)
+    subject = synthesize_subject(subject_rng(plan.seed, plan.index), shape=shape, spacing=spacing,
+                                 language=plan.language, split="heldout" if plan.split == "test" else "train")
+    case, report = subject.case, subject.report
     row = {
         "id": plan.id, "image": None, "label": f"labels/{plan.id}.nii.gz",
         "report": report.text, "language": plan.language,
-        "density": density, "density_source": density_source,
+        "density": subject.density, "density_source": subject.density_source,
         "findings": case.findings.to_dict(), "split": plan.split, "phrasing": report.family,
-        "format": plan.format, "seed": phantom_seed,
+        "format": plan.format, "seed": subject.phantom_seed,
     }
-    record = provenance(kind="phantom", dataset_seed=plan.seed, subject_index=plan.index,
-                        phantom_seed=phantom_seed, report=report.text, language=plan.language,
-                        density=density, density_source=density_source, findings=row["findings"],
-                        subject=case.subject)
+    record = subject.provenance(dataset_seed=plan.seed, subject_index=plan.index)
     if plan.format == "dicom":
         row["image"] = f"dicom/{plan.id}"
         write_dicom_series(case.image, root / row["image"], series_description=f"medgen phantom {plan.id}",
@@ -132,7 +162,7 @@ def build_subject(plan: SubjectPlan, *, root, shape: int, spacing: float) -> dic
     else:
         row["image"] = f"images/{plan.id}.nii.gz"
         save_nifti(case.image, root / row["image"], sidecar=record)
-    save_nifti(case.labels, root / row["label"], dtype=np.uint8, descrip="SYNTHETIC medgen phantom labels")
+    save_nifti(case.labels, root / row["label"], dtype=np.uint8, descrip=LABEL_DESCRIP)
     (root / "reports" / f"{plan.id}.txt").write_text(report.text + "\n", encoding="utf-8")
     return row
 

@@ -10,7 +10,8 @@ A row::
      "findings": {...},                       # Findings.to_dict()
      "split": "train",                        # "train" | "val" | "test"
      "phrasing": "en-structured",             # report phrasing family
-     "format": "nifti"}                       # "nifti" | "dicom"
+     "format": "nifti",                       # "nifti" | "dicom"
+     "seed": 1234}                            # extra keys (here: the builder's phantom seed) pass through
 
 Paths are stored relative to the manifest's folder when they lie inside it (so a dataset folder
 can be moved) and are returned absolute by `read_manifest`.

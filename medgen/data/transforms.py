@@ -42,6 +42,7 @@ from monai.transforms import (
     Spacingd,
 )
 
+from medgen.io import load_volume
 from medgen.volume import HU_WINDOW
 
 CACHE_MODES = ("none", "memory", "disk")
@@ -122,8 +123,6 @@ class LoadVolumed(MapTransform):
         self.dtypes = dtype if isinstance(dtype, (list, tuple)) else [dtype] * len(self.keys)
 
     def __call__(self, data):
-        from medgen.io import load_volume
-
         d = dict(data)
         for key, dtype in self.key_iterator(d, self.dtypes):
             volume = load_volume(d[key])
