@@ -321,3 +321,45 @@ def test_sampler_accepts_text_encoding_dataclass(unet):
         progress=False,
     )
     assert z.shape == (1, 4, 8, 8, 8)
+
+
+def test_sampler_2d():
+    torch.manual_seed(0)
+    net = ConditionalUNet(
+        spatial_dims=2,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        num_head_channels=8,
+        norm_num_groups=4,
+        cross_attention_dim=D_TXT,
+        pooled_dim=D_TXT,
+    ).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.05)
+    for name in ("ddim", "rflow"):
+        z = sample_latents(
+            net,
+            build_scheduler({"name": name, **BASE}),
+            encoding=make_encoding(2, 5, seed=0),
+            null_encoding=make_encoding(1, 2, seed=1),
+            density=torch.tensor([0.1, 0.7]),
+            latent_shape=(4, 8, 8),
+            num_inference_steps=2,
+            guidance=Guidance(),
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        )
+        assert z.shape == (2, 4, 8, 8) and torch.isfinite(z).all()
+    with pytest.raises(ValueError):
+        _ = sample_latents(
+            net,
+            build_scheduler({"name": "ddim", **BASE}),
+            encoding=make_encoding(2, 5, seed=0),
+            null_encoding=make_encoding(1, 2, seed=1),
+            density=None,
+            latent_shape=(4, 8, 8, 8),
+            num_inference_steps=2,
+            guidance=Guidance(),
+            progress=False,
+        )

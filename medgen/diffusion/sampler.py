@@ -8,7 +8,7 @@ scheduler's ``step``.
 Determinism: the initial noise is drawn from `generator` on the CPU (float32) and then moved, so a
 seed gives the same starting point on every device; the same generator/seed on the same device gives
 bit-identical latents (deterministic kernels permitting).  DDPM's per-step noise is drawn from the same
-CPU generator (its ``step`` runs on the CPU; latents are small).  DDIM (eta = 0) and rectified flow are
+generator (its ``step`` runs on the generator's device, the CPU by default; latents are small).  DDIM (eta = 0) and rectified flow are
 deterministic given the initial noise.
 
 The UNet's train/eval mode is left as is (call ``unet.eval()``); the latent scale factor is the
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import torch
 from tqdm.auto import tqdm
@@ -104,13 +105,12 @@ def sample_latents(
     branches = active_branches(guidance, has_density)
     n_branch = len(branches)
 
-    def to_dev(enc):
-        class _E:
-            token_states = enc.token_states.to(device)
-            attention_mask = enc.attention_mask.to(device)
-            pooled = enc.pooled.to(device)
-
-        return _E
+    def to_dev(enc: TextEncodingLike) -> SimpleNamespace:
+        return SimpleNamespace(
+            token_states=enc.token_states.to(device),
+            attention_mask=enc.attention_mask.to(device),
+            pooled=enc.pooled.to(device),
+        )
 
     dens = None if density is None else torch.as_tensor(density, dtype=torch.float32).reshape(-1).to(device)
     cond = expand_conditions(to_dev(encoding), to_dev(null_encoding), dens, guidance)
@@ -135,8 +135,13 @@ def sample_latents(
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
         next_timesteps = None
-        _move_schedule(scheduler, torch.device("cpu") if kind == "ddpm" else device)
-    step_generator = generator if (generator is None or generator.device.type == "cpu") else None
+    # DDPM's stochastic step runs where the generator lives (CPU by default): its noise then comes from
+    # `generator` and does not depend on the device the UNet runs on.
+    step_device = generator.device if (kind == "ddpm" and generator is not None) else device
+    if kind == "ddpm" and generator is None:
+        step_device = torch.device("cpu")
+    if kind != "rflow":
+        _move_schedule(scheduler, step_device)
 
     with torch.no_grad():
         for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
@@ -150,7 +155,7 @@ def sample_latents(
                 x, _ = scheduler.step(eps, t, x, next_timesteps[i])
             elif kind == "ddim":
                 x, _ = scheduler.step(eps, int(t), x)
-            else:  # ddpm: stochastic step on the CPU with the CPU generator
-                x, _ = scheduler.step(eps.cpu(), int(t), x.cpu(), generator=step_generator)
+            else:  # ddpm
+                x, _ = scheduler.step(eps.to(step_device), int(t), x.to(step_device), generator=generator)
                 x = x.to(device)
     return x

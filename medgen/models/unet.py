@@ -216,6 +216,8 @@ class ConditionalUNet(nn.Module):
             raise ValueError(
                 f"batch mismatch: x {b}, token_states {token_states.shape[0]}, pooled {pooled.shape[0]}, density {density.shape[0]}"
             )
-        context = pack_context(token_states, attention_mask)
+        context = pack_context(
+            token_states.to(x.device), None if attention_mask is None else attention_mask.to(x.device)
+        )
         class_labels = torch.cat([density[:, None], pooled.to(device=x.device, dtype=torch.float32)], dim=1)
         return self.unet(x, timesteps, context=context, class_labels=class_labels)
