@@ -19,6 +19,7 @@ Workers are ``spawn``-ed processes that import only numpy/scipy/nibabel/pydicom 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from medgen import __version__
 from medgen.data.findings import LABELS
 from medgen.data.manifest import write_manifest
 from medgen.errors import OutputExistsError
@@ -229,30 +231,19 @@ def build_synthetic_dataset(out_dir, *, n: int, shape=64, spacing=5.0, seed: int
                           zh_fraction=zh_fraction, val_fraction=val_fraction, test_fraction=test_fraction)
     params = {"n": n, "shape": int(shape), "spacing": float(spacing), "seed": int(seed),
               "dicom_fraction": dicom_fraction, "languages": list(languages), "zh_fraction": zh_fraction,
-              "val_fraction": val_fraction, "test_fraction": test_fraction}
-    with atomic_dir(out_dir, overwrite=True) as tmp:
+              "val_fraction": val_fraction, "test_fraction": test_fraction, "medgen_version": __version__}
+    with atomic_dir(out_dir, overwrite=True) as tmp, contextlib.ExitStack() as stack:
         for folder in ("images", "labels", "reports", "dicom"):
             (tmp / folder).mkdir()
         job = partial(build_subject, root=tmp, shape=int(shape), spacing=float(spacing))
-        bar = tqdm(total=n, desc=f"synth {out_dir.name}", unit="case", disable=not progress)
         if workers == 1:
-            rows = []
-            for plan in plans:
-                rows.append(job(plan))
-                bar.update()
-        else:
-            chunksize = max(1, min(16, n // (workers * 8)))
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                rows = []
-                for row in pool.imap(job, plans, chunksize=chunksize):
-                    rows.append(row)
-                    bar.update()
-        bar.close()
+            results = map(job, plans)
+        else:  # spawn: workers start clean (no torch, no inherited threads); chunks amortise the IPC
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+            results = pool.imap(job, plans, chunksize=max(1, min(16, n // (workers * 8))))
+        rows = list(tqdm(results, total=n, desc=f"synth {out_dir.name}", unit="case", disable=not progress))
         if not any((tmp / "dicom").iterdir()):
             (tmp / "dicom").rmdir()
-        from medgen import __version__
-
-        params["medgen_version"] = __version__
         (tmp / "dataset.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
         write_manifest(tmp / "manifest.jsonl", rows)
     return out_dir / "manifest.jsonl"
