@@ -4,4 +4,14 @@ __version__ = "0.1.0"
 
 from medgen.volume import Volume, density_to_hu, hu_to_density  # noqa: E402
 
-__all__ = ["Volume", "density_to_hu", "hu_to_density", "__version__"]
+__all__ = ["GenerationResult", "ReportToVolumePipeline", "Volume", "density_to_hu", "hu_to_density", "__version__"]
+
+_LAZY = {"ReportToVolumePipeline", "GenerationResult"}  # imported on first use: torch/MONAI stay unloaded
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import medgen.pipelines
+
+        return getattr(medgen.pipelines, name)
+    raise AttributeError(f"module 'medgen' has no attribute {name!r}")

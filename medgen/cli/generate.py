@@ -1,0 +1,182 @@
+"""`medgen generate`: report text -> NIfTI (+ sidecar JSON, PNG preview, optional DICOM series).
+
+Single report::
+
+    medgen generate --report "A 12 mm solid nodule in the right upper lobe." --out volumes/x.nii.gz
+
+Batch (one JSON object a line: ``id``, ``report`` or ``text``, optional ``density`` and ``seed``)::
+
+    medgen generate --manifest reports.jsonl --out-dir volumes/batch
+
+Every input and output is checked before the model is loaded; a bad one prints a single
+``medgen: error: ...`` line and exits with status 2, leaving no file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from medgen.errors import InputFileError
+from medgen.pipelines.validation import check_report, check_seed, read_report_file
+from medgen.volume import check_density
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class Job:
+    """One volume to generate: report, density, seed and where it goes."""
+
+    report: str
+    density: float | None
+    seed: int
+    out: Path
+    dicom_dir: Path | None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate synthetic CT volume(s) from report text",
+        description="Generate a synthetic chest CT (NIfTI, HU, RAS+) from a radiology report.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--report", metavar="TEXT", help="the report text")
+    src.add_argument("--report-file", metavar="FILE", type=Path, help="UTF-8 text file holding the report")
+    src.add_argument("--manifest", metavar="JSONL", type=Path,
+                     help='batch: one JSON object a line with "id", "report" (or "text"), optional "density", "seed"')
+    p.add_argument("--out", metavar="OUT.nii.gz", type=Path, help="output NIfTI (single report)")
+    p.add_argument("--out-dir", metavar="DIR", type=Path, help="output folder (batch): DIR/<id>.nii.gz, .json, .png")
+    p.add_argument("--density", type=float, metavar="D", help="lesion density in [0, 1] (default: implied by the report)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="noise seed (default 0; in batch mode a row without a seed gets SEED + row index)")
+    p.add_argument("--steps", type=int, metavar="K", help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, metavar="W", help="text guidance weight (default: the model's; 1 = off)")
+    p.add_argument("--density-guidance", type=float, metavar="W", help="density guidance weight (default: the model's; 1 = off)")
+    p.add_argument("--model", metavar="DIR", type=Path,
+                   help="pipeline folder (ReportToVolumePipeline.save_pretrained); default: the embedded model")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels (default: the model's)")
+    p.add_argument("--dicom-out", metavar="DIR", type=Path,
+                   help="also write a DICOM series here (batch: DIR/<id>/)")
+    p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=run)
+    p.error = _one_line_error  # argument errors print one line, like every other medgen error
+
+
+def _one_line_error(message: str):
+    print(f"medgen: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medgen.pipelines.default_model import resolve_model_path
+    from medgen.pipelines.result import plan_outputs
+    from medgen.pipelines.validation import check_device, check_guidance, check_positive_int
+
+    # 1. Check every input and output before loading anything.
+    jobs = _manifest_jobs(args) if args.manifest is not None else [_single_job(args)]
+    if args.steps is not None:
+        check_positive_int(args.steps, "steps")
+    for value, name in ((args.guidance, "guidance"), (args.density_guidance, "density-guidance")):
+        if value is not None:
+            check_guidance(value, name)
+    for job in jobs:
+        plan_outputs(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview, overwrite=args.overwrite)
+    device = check_device(args.device)
+    model_dir = resolve_model_path(args.model)
+
+    # 2. Load the model and check the model-dependent inputs (shape, steps) before generating.
+    from medgen.pipelines.text_to_volume import ReportToVolumePipeline
+
+    pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
+    options = dict(
+        shape=tuple(args.shape) if args.shape else None,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        density_guidance_scale=args.density_guidance,
+    )
+    pipe.check_inputs(jobs[0].report, **options)
+
+    # 3. Generate and write, one volume at a time.
+    progress = _progress(jobs) if len(jobs) > 1 else jobs
+    for job in progress:
+        result = pipe(job.report, density=job.density, seed=job.seed, progress=len(jobs) == 1, **options)
+        written = result.save(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview,
+                              overwrite=args.overwrite)
+        if len(jobs) == 1:
+            for path in written.values():
+                print(path)
+    if len(jobs) > 1:
+        print(f"wrote {len(jobs)} volumes to {args.out_dir}")
+    return 0
+
+
+def _single_job(args) -> Job:
+    if args.out is None:
+        raise ValueError("--out OUT.nii.gz is required with --report / --report-file")
+    if args.out_dir is not None:
+        raise ValueError("--out-dir is for --manifest; use --out with a single report")
+    report = read_report_file(args.report_file) if args.report_file is not None else check_report(args.report)
+    return Job(report, check_density(args.density), check_seed(args.seed), args.out, args.dicom_out)
+
+
+def _manifest_jobs(args) -> list[Job]:
+    """Parse and check the whole manifest (every row) before any generation."""
+    if args.out_dir is None:
+        raise ValueError("--out-dir DIR is required with --manifest")
+    if args.out is not None:
+        raise ValueError("--out is for a single report; use --out-dir with --manifest")
+    if args.density is not None:
+        raise ValueError("--density applies to a single report; give a \"density\" per manifest row")
+    path = args.manifest
+    if not path.is_file():
+        raise InputFileError(path, "manifest not found" if not path.exists() else "not a regular file")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not valid UTF-8 text (expected JSON lines)") from None
+    jobs, seen = [], set()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append(_manifest_row(line, len(jobs), args, seen))
+        except (ValueError, TypeError) as err:
+            raise InputFileError(path, f"line {lineno}: {err}") from None
+    if not jobs:
+        raise InputFileError(path, "manifest has no rows")
+    return jobs
+
+
+def _manifest_row(line: str, index: int, args, seen: set) -> Job:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    row_id = str(row.get("id", ""))
+    if not _SAFE_ID.match(row_id):
+        raise ValueError(f'"id" must be 1-128 letters, digits, ".", "_" or "-" (a file name), got {row_id!r}')
+    if row_id in seen:
+        raise ValueError(f'duplicate "id" {row_id!r}')
+    seen.add(row_id)
+    if ("report" in row) == ("text" in row):
+        raise ValueError('give exactly one of "report" or "text"')
+    report = check_report(row.get("report", row.get("text")))
+    seed = check_seed(row["seed"]) if "seed" in row else check_seed(args.seed + index)
+    dicom_dir = args.dicom_out / row_id if args.dicom_out is not None else None
+    return Job(report, check_density(row.get("density")), seed, args.out_dir / f"{row_id}.nii.gz", dicom_dir)
+
+
+def _progress(jobs):
+    from tqdm import tqdm
+
+    return tqdm(jobs, desc="generate", unit="volume", file=sys.stderr)

@@ -1,0 +1,137 @@
+"""`GenerationResult`: one generated volume with its latent and provenance, and how it is written to disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from medgen.errors import MedgenError
+from medgen.io.atomic import check_output_path
+from medgen.io.dicom import write_dicom_series
+from medgen.io.nifti import is_nifti_path, save_nifti
+from medgen.io.sidecar import sidecar_path
+from medgen.preview.render import render_orthogonal
+from medgen.volume import LUNG_WINDOW, Volume
+
+
+def preview_path(nifti_path) -> Path:
+    """``x.nii.gz`` / ``x.nii`` -> ``x.png``."""
+    path = Path(nifti_path)
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    return path.with_name(stem + ".png")
+
+
+def plan_outputs(path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
+    """The files `GenerationResult.save` writes, checked before any work.
+
+    Returns ``{"nifti", "sidecar"[, "preview"][, "dicom"]} -> Path``. Raises ValueError for a name that is
+    not ``.nii``/``.nii.gz``, `OutputExistsError` for an existing output without `overwrite`, and
+    `MedgenError` for an output folder that is not writable or an output that is an existing folder.
+    """
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise ValueError(f"output `{path}` must end in .nii.gz or .nii")
+    outputs = {"nifti": path, "sidecar": sidecar_path(path)}
+    if preview:
+        outputs["preview"] = preview_path(path)
+    if dicom_dir is not None:
+        outputs["dicom"] = Path(dicom_dir)
+        if outputs["dicom"].exists() and not outputs["dicom"].is_dir():
+            raise MedgenError(f"{dicom_dir}: DICOM output must be a folder, but a file is there")
+    for key, out in outputs.items():
+        check_output_path(out, overwrite)
+        if key != "dicom" and out.is_dir():
+            raise MedgenError(f"{out}: output is an existing folder, not a file")
+    return outputs
+
+
+@dataclass
+class GenerationResult:
+    """One generated CT volume.
+
+    Args:
+        volume: HU (float32) on an RAS+ grid centred on the world origin; ``volume.meta`` is `provenance`.
+        latent: the denoised latent (C, x, y, z) on the CPU, before the scale factor is undone.
+        provenance: report, density, seed, steps, guidance, model id and weight sha256, version, time, device.
+    """
+
+    volume: Volume
+    latent: object
+    provenance: dict
+
+    def save(self, path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
+        """Write NIfTI (int16 HU, descrip ``SYNTHETIC ...``) + sidecar JSON [+ PNG preview] [+ DICOM series].
+
+        Every output is checked before any work, everything is written to temporary names beside the
+        targets first, then renamed into place: a failure leaves no partial output.
+
+        Args:
+            path: ``.nii.gz`` or ``.nii`` file; the sidecar is ``x.json`` and the preview ``x.png`` beside it.
+            dicom_dir: also write a DICOM series into this folder.
+            preview: write the orthogonal lung-window PNG.
+            overwrite: replace existing outputs (otherwise `OutputExistsError` before any work).
+
+        Returns:
+            ``{"nifti", "sidecar"[, "preview"][, "dicom"]} -> Path`` of what was written.
+        """
+        outputs = plan_outputs(path, dicom_dir=dicom_dir, preview=preview, overwrite=overwrite)
+        stages: dict[Path, Path] = {}  # output folder -> private staging folder inside it
+        created: list[Path] = []  # output folders this call made (removed again on failure)
+
+        def staged(out: Path) -> Path:
+            parent = out.parent
+            if parent not in stages:
+                created.extend(p for p in reversed((parent, *parent.parents)) if not p.exists())
+                parent.mkdir(parents=True, exist_ok=True)
+                stages[parent] = Path(tempfile.mkdtemp(prefix=".medgen-save.", dir=parent))
+            return stages[parent] / out.name
+
+        try:
+            files = {"nifti": staged(outputs["nifti"])}
+            save_nifti(self.volume, files["nifti"], sidecar=self.provenance, descrip=self._descrip())
+            files["sidecar"] = sidecar_path(files["nifti"])
+            if "preview" in outputs:
+                files["preview"] = staged(outputs["preview"])
+                render_orthogonal(self.volume, files["preview"], window=LUNG_WINDOW, title=self._title())
+            if "dicom" in outputs:
+                files["dicom"] = staged(outputs["dicom"])
+                write_dicom_series(
+                    self.volume, files["dicom"], series_description=self._descrip(), provenance=self.provenance
+                )
+            _commit([(files[key], outputs[key]) for key in outputs])
+        except BaseException:
+            for stage in stages.values():
+                shutil.rmtree(stage, ignore_errors=True)
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+            raise
+        for stage in stages.values():
+            shutil.rmtree(stage, ignore_errors=True)
+        return outputs
+
+    def _descrip(self) -> str:
+        return f"SYNTHETIC medgen {self.provenance.get('model_id') or ''} seed={self.provenance.get('seed')}"
+
+    def _title(self) -> str:
+        report = " ".join(str(self.provenance.get("report", "")).split())
+        return f"SYNTHETIC - seed {self.provenance.get('seed')} - {report[:60]}"
+
+
+def _commit(moves: list[tuple[Path, Path]]) -> None:
+    """Rename staged outputs onto their targets; on failure remove what was already renamed."""
+    done: list[Path] = []
+    try:
+        for src, dst in moves:
+            if dst.is_dir():
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            done.append(dst)
+    except BaseException:
+        for dst in done:
+            shutil.rmtree(dst, ignore_errors=True) if dst.is_dir() else dst.unlink(missing_ok=True)
+        raise

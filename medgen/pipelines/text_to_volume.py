@@ -1,0 +1,360 @@
+"""`ReportToVolumePipeline`: report text (+ optional density) -> synthetic CT `Volume` in HU (inference only).
+
+    pipe = ReportToVolumePipeline.from_pretrained("runs/phantom-64/pipeline")
+    result = pipe("A 12 mm solid nodule in the right upper lobe.", density=0.9, seed=7)
+    result.save("volumes/nodule.nii.gz")
+
+Seeds: the initial noise comes from a CPU ``torch.Generator`` seeded with `seed` (default 0), so the same
+seed on the same device gives a bit-identical volume, and nearly the same one on another device. A
+batch (list of reports) draws its noise from one generator: item i of a batch matches the same batch
+again, not a single call. The seed is always recorded in the provenance.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgen.diffusion import Guidance, build_scheduler, sample_latents
+from medgen.errors import InputFileError, MedgenError
+from medgen.io.atomic import atomic_dir
+from medgen.io.sidecar import provenance
+from medgen.models import ConditionalUNet, build_autoencoder, decode_tiled, latent_downsample_factor
+from medgen.pipelines import storage
+from medgen.pipelines import validation as check
+from medgen.pipelines.result import GenerationResult
+from medgen.volume import Volume, intensity_to_hu, make_affine
+
+DEFAULT_SEED = 0
+# Keys of the pipeline config besides "autoencoder" (required) and "scheduler" (from the scheduler).
+CONFIG_DEFAULTS = {
+    "name": "medgen",
+    "scale_factor": 1.0,  # latents were multiplied by this for training; decoding divides by it
+    "shape": [64, 64, 64],  # default (X, Y, Z) voxels
+    "spacing": [5.0, 5.0, 5.0],  # default mm
+    "num_inference_steps": 25,
+    "guidance": {"text": 3.0, "density": 2.0},
+    "decode_tile": 32,  # latent voxels; larger latents are decoded tile by tile
+    "decode_overlap": 8,
+}
+
+
+@dataclass
+class GenerationRequest:
+    """Checked inputs of one pipeline call (what `check_inputs` returns)."""
+
+    reports: list[str]
+    densities: list[float | None] | None
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    num_inference_steps: int
+    guidance: Guidance
+    seed: int
+    seed_source: str  # "seed" or "generator"
+
+
+class ReportToVolumePipeline:
+    """Text encoder + KL autoencoder + conditional UNet + scheduler, run as a numbered recipe.
+
+    Args:
+        text_encoder: `TextEncoder` (or `DualTextEncoder`): list[str] -> TextEncoding.
+        autoencoder: MONAI ``AutoencoderKL`` built by `build_autoencoder(config["autoencoder"])`.
+        unet: `ConditionalUNet` whose cross_attention_dim / pooled_dim match the text encoder.
+        scheduler: from `build_scheduler` (its config is kept as ``config["scheduler"]``).
+        config: "autoencoder" (AutoencoderKL kwargs, required) and optionally the keys of
+            `CONFIG_DEFAULTS` (name, scale_factor, default shape/spacing/steps/guidance, decode tiling).
+    """
+
+    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict):
+        if "autoencoder" not in config:
+            raise ValueError("`config` must hold the autoencoder's constructor kwargs under 'autoencoder'")
+        self.text_encoder = text_encoder
+        self.autoencoder = autoencoder
+        self.unet = unet
+        self.scheduler = scheduler
+        self.config = copy.deepcopy({**CONFIG_DEFAULTS, **config})
+        self.config.setdefault("scheduler", dict(getattr(scheduler, "medgen_config", {})))
+        self.latent_factor = latent_downsample_factor(self.config["autoencoder"])
+        self.model_path: Path | None = None
+        self.weights_sha256: dict[str, str] = {}  # filled when loaded from / saved to a folder
+        self._check_components()
+        for module in (text_encoder, autoencoder, unet):
+            module.eval()
+
+    def _check_components(self) -> None:
+        hidden = self.text_encoder.hidden_size
+        if (self.unet.cross_attention_dim, self.unet.pooled_dim) != (hidden, hidden):
+            raise MedgenError(
+                f"the UNet expects text features of size {self.unet.cross_attention_dim}/{self.unet.pooled_dim} "
+                f"but the text encoder gives {hidden}: the components come from different models"
+            )
+        latent_channels = int(self.config["autoencoder"]["latent_channels"])
+        if self.unet.config["in_channels"] != latent_channels:
+            raise MedgenError(
+                f"the UNet takes {self.unet.config['in_channels']} latent channels but the autoencoder "
+                f"makes {latent_channels}: the components come from different models"
+            )
+        check.check_shape(self.config["shape"], self.latent_factor)
+        check.check_spacing(self.config["spacing"])
+
+    # ------------------------------------------------------------------------------------ devices
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def to(self, device) -> ReportToVolumePipeline:
+        """Move every network to `device` ('cpu', 'cuda', 'cuda:N'); returns self."""
+        device = check.check_device(device)
+        for module in (self.text_encoder, self.autoencoder, self.unet):
+            module.to(device)
+        return self
+
+    # -------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, path, *, dtype: torch.dtype | None = None, overwrite: bool = True) -> Path:
+        """Write one subfolder per component + ``model_index.json`` (atomically: temp folder, then rename).
+
+        Args:
+            path: the pipeline folder.
+            dtype: store floating weights as this type (e.g. ``torch.float16`` halves the size);
+                they are loaded back as float32.
+            overwrite: replace an existing folder.
+        """
+        if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"`dtype` must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            with storage.quiet_transformers():
+                self.text_encoder.save_pretrained(tmp / "text_encoder")
+            for name, module in (("autoencoder", self.autoencoder), ("unet", self.unet)):
+                (tmp / name).mkdir()
+                config = self.config["autoencoder"] if name == "autoencoder" else module.config
+                storage.write_json(tmp / name / storage.CONFIG_NAME, dict(config))
+                storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
+            (tmp / "scheduler").mkdir()
+            storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, self.config["scheduler"])
+            if dtype is not None:
+                for folder in storage.text_encoder_folders(tmp):
+                    storage.cast_safetensors(folder, dtype)
+            checksums = storage.weight_checksums(tmp)
+            storage.write_json(tmp / storage.INDEX_NAME, self._model_index(checksums))
+        if dtype in (None, torch.float32):  # the files hold exactly these weights
+            self.model_path, self.weights_sha256 = path, checksums
+        return path
+
+    def _model_index(self, checksums: dict[str, str]) -> dict:
+        from medgen import __version__
+
+        return {
+            "_class_name": type(self).__name__,
+            "_medgen_version": __version__,
+            "text_encoder": ["medgen.text", type(self.text_encoder).__name__],
+            "autoencoder": ["monai.networks.nets", type(self.autoencoder).__name__],
+            "unet": ["medgen.models", type(self.unet).__name__],
+            "scheduler": ["monai.networks.schedulers", type(self.scheduler).__name__],
+            "config": {k: v for k, v in self.config.items() if k not in ("autoencoder", "scheduler")},
+            "weights_sha256": checksums,
+        }
+
+    @classmethod
+    def from_pretrained(cls, path, *, device="cpu") -> ReportToVolumePipeline:
+        """Load a folder written by `save_pretrained` (safetensors only; checksums verified), float32.
+
+        Raises:
+            ModelNotFoundError: the folder, its model_index.json or a component folder is missing.
+            InputFileError: a corrupt JSON, pickle or invalid weights, a checksum mismatch (names the file).
+        """
+        from medgen.text import load_text_encoder
+
+        path = Path(path)
+        device = check.check_device(device)
+        index = storage.check_pipeline_folder(path)
+        checksums = storage.verify_checksums(path, index.get("weights_sha256") or {})
+        config = index.get("config") or {}
+        if not isinstance(config, dict):
+            raise InputFileError(path / storage.INDEX_NAME, "'config' must be a JSON object")
+        config = {
+            **config,
+            "autoencoder": storage.read_json(path / "autoencoder" / storage.CONFIG_NAME),
+            "scheduler": storage.read_json(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME),
+        }
+        with storage.quiet_transformers():
+            text_encoder = load_text_encoder({"name_or_path": str(path / "text_encoder")}).float()
+        text_encoder.set_trainable_layers(0)  # inference: frozen, eval mode, embedding cache on
+        autoencoder = _build(path / "autoencoder" / storage.CONFIG_NAME, build_autoencoder, config["autoencoder"])
+        unet_config = storage.read_json(path / "unet" / storage.CONFIG_NAME)
+        unet = _build(path / "unet" / storage.CONFIG_NAME, lambda c: ConditionalUNet(**c), unet_config)
+        storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
+        storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
+        scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
+        try:
+            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config)
+        except ValueError as err:
+            raise InputFileError(path / storage.INDEX_NAME, str(err)) from None
+        pipe.model_path, pipe.weights_sha256 = path, checksums
+        return pipe.to(device)
+
+    # ---------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def __call__(
+        self,
+        report,
+        *,
+        density=None,
+        shape=None,
+        spacing=None,
+        num_inference_steps=None,
+        guidance_scale=None,
+        density_guidance_scale=None,
+        seed=None,
+        generator=None,
+        progress: bool = True,
+    ):
+        """Generate CT volume(s) from report text.
+
+        Args:
+            report: a report (str) or a list of reports (one batch).
+            density: lesion density in [0, 1], None (implied by the report), or one value/None per report.
+            shape: (X, Y, Z) voxels, each divisible by the latent factor (default: ``config["shape"]``).
+            spacing: mm, one value or (sx, sy, sz) (default: ``config["spacing"]``).
+            num_inference_steps: sampler steps (default: ``config["num_inference_steps"]``).
+            guidance_scale: text guidance weight w_t (1 = conditional only; default from the config).
+            density_guidance_scale: density guidance weight w_d (1 = off; used only with a density).
+            seed: seed of the CPU noise generator (default 0); or pass `generator` instead.
+            generator: a seeded ``torch.Generator`` (its ``initial_seed()`` is recorded).
+            progress: show a progress bar over the sampler steps.
+
+        Returns:
+            `GenerationResult` for one report; a list of them (same order) for a list of reports.
+        """
+        started = time.perf_counter()
+        # 1. Check inputs
+        request = self.check_inputs(
+            report, density=density, shape=shape, spacing=spacing, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, density_guidance_scale=density_guidance_scale, seed=seed,
+            generator=generator,
+        )
+        # 2. Encode report
+        encoding, null_encoding = self.encode_report(request.reports)
+        # 3. Prepare latents
+        latent_shape, generator = self.prepare_latents(request, generator)
+        # 4. Denoise
+        latents = self.denoise(request, encoding, null_encoding, latent_shape, generator, progress)
+        # 5. Decode
+        hu = self.decode(latents)
+        # 6. Wrap
+        results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started)
+        return results if isinstance(report, (list, tuple)) else results[0]
+
+    def check_inputs(self, report, *, density=None, shape=None, spacing=None, num_inference_steps=None,
+                     guidance_scale=None, density_guidance_scale=None, seed=None,
+                     generator=None) -> GenerationRequest:
+        """Validate every argument of `__call__` (defaults filled in from the config)."""
+        reports = check.check_reports(report)
+        guidance = self.config["guidance"]
+        if seed is not None and generator is not None:
+            raise ValueError("pass either `seed` or `generator`, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
+        return GenerationRequest(
+            reports=reports,
+            densities=check.check_densities(density, len(reports)),
+            shape=check.check_shape(self.config["shape"] if shape is None else shape, self.latent_factor),
+            spacing=check.check_spacing(self.config["spacing"] if spacing is None else spacing),
+            num_inference_steps=check.check_positive_int(
+                self.config["num_inference_steps"] if num_inference_steps is None else num_inference_steps,
+                "num_inference_steps", maximum=int(self.scheduler.num_train_timesteps),
+            ),
+            guidance=Guidance(
+                text=check.check_guidance(guidance["text"] if guidance_scale is None else guidance_scale,
+                                          "guidance_scale"),
+                density=check.check_guidance(
+                    guidance["density"] if density_guidance_scale is None else density_guidance_scale,
+                    "density_guidance_scale",
+                ),
+            ),
+            seed=generator.initial_seed() if generator is not None else check.check_seed(
+                DEFAULT_SEED if seed is None else seed),
+            seed_source="generator" if generator is not None else "seed",
+        )
+
+    def encode_report(self, reports: list[str]):
+        """Reports -> (encoding of batch B, empty-text encoding of batch 1) for classifier-free guidance."""
+        return self.text_encoder(reports), self.text_encoder.empty_encoding(1)
+
+    def prepare_latents(self, request: GenerationRequest, generator: torch.Generator | None = None):
+        """Latent shape (B, C, x, y, z) and the seeded CPU generator its initial noise is drawn from."""
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        spatial = tuple(s // self.latent_factor for s in request.shape)
+        return (len(request.reports), int(self.unet.config["in_channels"]), *spatial), generator
+
+    def denoise(self, request, encoding, null_encoding, latent_shape, generator, progress) -> torch.Tensor:
+        """Guided reverse diffusion from noise to latents (B, C, x, y, z)."""
+        density = None
+        if request.densities is not None:
+            density = torch.tensor([np.nan if d is None else d for d in request.densities], dtype=torch.float32)
+        return sample_latents(
+            self.unet, self.scheduler, encoding=encoding, null_encoding=null_encoding, density=density,
+            latent_shape=latent_shape, num_inference_steps=request.num_inference_steps,
+            guidance=request.guidance, generator=generator, progress=progress, device=self.device,
+        )
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, x, y, z) -> HU (B, X, Y, Z) float32; tiled when the latent exceeds `decode_tile`."""
+        z = latents.to(self.device) / float(self.config["scale_factor"])
+        tile = self.config.get("decode_tile")
+        if tile and any(s > tile for s in z.shape[2:]):
+            image = decode_tiled(self.autoencoder, z, tile=int(tile), overlap=int(self.config["decode_overlap"]))
+        else:
+            image = self.autoencoder.decode(z)
+        return intensity_to_hu(image[:, 0].float()).cpu().numpy().astype(np.float32)
+
+    def wrap(self, request: GenerationRequest, hu: np.ndarray, latents: torch.Tensor, *, elapsed_s: float):
+        """One `GenerationResult` per report: Volume (RAS+, centred on the origin) + latent + provenance."""
+        affine = make_affine(request.shape, request.spacing)
+        has_density = request.densities is not None
+        results = []
+        for i, report in enumerate(request.reports):
+            record = provenance(
+                report=report,
+                density=request.densities[i] if has_density else None,
+                seed=request.seed,
+                seed_source=request.seed_source,
+                batch_index=i,
+                batch_size=len(request.reports),
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance.text,
+                density_guidance_scale=request.guidance.density if has_density else None,
+                scheduler=self.config["scheduler"].get("name"),
+                shape=list(request.shape),
+                spacing=list(request.spacing),
+                model_id=self.config["name"],
+                model_path=str(self.model_path) if self.model_path is not None else None,
+                model_sha256=storage.combined_checksum(self.weights_sha256) if self.weights_sha256 else None,
+                weights_sha256=dict(self.weights_sha256),
+                device=str(self.device),
+                torch_version=torch.__version__,
+                elapsed_s=round(elapsed_s, 3),
+            )
+            volume = Volume(hu[i], affine.copy(), record)
+            results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record))
+        return results
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.config["shape"])
+        return (f"{type(self).__name__}(name={self.config['name']!r}, shape={shape}, "
+                f"latent_factor={self.latent_factor}, device={self.device})")
+
+
+def _build(config_path: Path, builder, config: dict):
+    """Build a component from its config; a config the builder rejects becomes one InputFileError."""
+    try:
+        return builder(config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise InputFileError(config_path, f"invalid component config ({err})") from None
