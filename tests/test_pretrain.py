@@ -22,6 +22,24 @@ def test_vocabulary_covers_english_and_chinese():
     assert tok.tokenize("胸腔") == ["胸", "腔"]
 
 
+def test_common_chinese_characters_join_the_vocabulary():
+    unseen = "锐"  # not in the corpus
+    assert not any(unseen in text for text in RADIOLOGY_CORPUS)
+    plain = train_wordpiece_tokenizer(list(RADIOLOGY_CORPUS), vocab_size=600)
+    wide = train_wordpiece_tokenizer(list(RADIOLOGY_CORPUS), vocab_size=600, common_chinese=True)
+    assert plain.tokenize(unseen) == [plain.unk_token]
+    assert wide.tokenize(unseen) == [unseen]
+    assert len(wide) > 3755
+
+
+def test_mask_tokens_picks_at_least_one_token():
+    ids = torch.tensor([[2, 50, 3]])
+    special = torch.tensor([[True, False, True]])
+    _, labels = mask_tokens(ids, special, mask_id=4, vocab_size=100, generator=torch.Generator().manual_seed(0),
+                            prob=1e-9)
+    assert labels.tolist() == [[-100, 50, -100]]
+
+
 def test_mask_tokens_follows_80_10_10():
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(10, 1000, (64, 512), generator=generator)
@@ -45,7 +63,7 @@ def test_short_pretraining_lowers_loss_and_loads(tmp_path):
     assert record["mlm_loss_end"] < record["mlm_loss_start"] - 0.2
     enc = TextEncoder.from_pretrained(out)
     assert enc.max_length == 48 and enc.hidden_size == 32
-    assert enc.tokenizer.unk_token not in enc.tokenizer.tokenize("右肺上叶磨玻璃结节 ground-glass nodule")
+    assert enc.tokenizer.unk_token not in enc.tokenizer.tokenize("右肺上叶磨玻璃结节，边缘锐利 ground-glass nodule")
     assert enc(["Normal chest CT.", "双肺纹理清晰。"]).pooled.shape == (2, 32)
     assert not list(tmp_path.glob(".enc.*"))  # no temporary folder left behind
 

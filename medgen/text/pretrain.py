@@ -11,11 +11,20 @@ from tqdm.auto import tqdm
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def train_wordpiece_tokenizer(corpus: list[str], *, vocab_size: int = 8000, lowercase: bool = True):
+def common_chinese_characters() -> list[str]:
+    """The 3,755 common Chinese characters of GB2312 level 1 (derived from the codec, nothing stored)."""
+    return [bytes([hi, lo]).decode("gb2312") for hi in range(0xB0, 0xD8) for lo in range(0xA1, 0xFF)
+            if not (hi == 0xD7 and lo > 0xF9)]  # row 0xD7 ends at 0xF9
+
+
+def train_wordpiece_tokenizer(corpus: list[str], *, vocab_size: int = 8000, lowercase: bool = True,
+                              common_chinese: bool = False):
     """Train a BERT WordPiece tokenizer on `corpus` (English + Chinese).
 
     The BERT normaliser puts spaces around CJK characters, so each Chinese character is its own word and
-    gets its own vocabulary entry (every character seen in the corpus is kept in the alphabet).
+    gets its own vocabulary entry (every character seen in the corpus is kept in the alphabet). With
+    `common_chinese`, the 3,755 common characters (GB2312 level 1) are in the vocabulary even if the corpus
+    lacks them: a report phrased differently from the corpus then gets real tokens instead of [UNK].
 
     Returns:
         a transformers `BertTokenizer` (fast, `tokenizers`-backed); save it with `save_pretrained(folder)`.
@@ -31,7 +40,8 @@ def train_wordpiece_tokenizer(corpus: list[str], *, vocab_size: int = 8000, lowe
     )
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+        initial_alphabet=common_chinese_characters() if common_chinese else [],
     )
     backend.train_from_iterator(corpus, trainer=trainer)
     return BertTokenizer(vocab=backend.get_vocab(), do_lower_case=lowercase)
@@ -48,6 +58,10 @@ def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, *, mask_id: int,
         (masked input ids (B, L), labels (B, L): the original id where picked, -100 elsewhere).
     """
     picked = (torch.rand(input_ids.shape, generator=generator) < prob) & ~special
+    if not picked.any() and not special.all():  # at least one target, so the loss is defined
+        eligible = (~special).flatten().nonzero().squeeze(1)
+        one = eligible[torch.randint(len(eligible), (1,), generator=generator)]
+        picked = picked.flatten().index_fill(0, one, True).view_as(picked)
     labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
     roll = torch.rand(input_ids.shape, generator=generator)
     random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
@@ -71,12 +85,15 @@ def pretrain_compact_bert(
     seed: int = 0,
     progress: bool = True,
     lowercase: bool = True,
+    common_chinese: bool = True,
     overwrite: bool = False,
     device: str | torch.device | None = None,
 ) -> Path:
     """Pretrain a compact BERT on report text with masked language modelling; save it for `TextEncoder`.
 
-    Recipe: a WordPiece vocabulary trained on `corpus` (English words and single Chinese characters),
+    Recipe: a WordPiece vocabulary trained on `corpus` (English word pieces and single Chinese characters,
+    plus the 3,755 common Chinese characters with `common_chinese`; the vocabulary grows past
+    `vocab_size` if that is smaller than the alphabet),
     a `BertForMaskedLM` (intermediate size 4 x hidden, `max_length` positions), 15% masking (80/10/10),
     AdamW (weight decay 0.01) with 5% linear warm-up then linear decay, gradient clipping at 1.0.
     The MLM loss on a fixed evaluation batch is measured before and after training.
@@ -113,7 +130,8 @@ def pretrain_compact_bert(
     generator = torch.Generator().manual_seed(seed)
 
     # 2. Vocabulary and token ids (tokenized once)
-    tokenizer = train_wordpiece_tokenizer(corpus, vocab_size=vocab_size, lowercase=lowercase)
+    tokenizer = train_wordpiece_tokenizer(corpus, vocab_size=vocab_size, lowercase=lowercase,
+                                          common_chinese=common_chinese)
     ids = tokenizer(corpus, truncation=True, max_length=max_length)["input_ids"]
 
     def make_batch(rows: list[list[int]]):
@@ -140,10 +158,16 @@ def pretrain_compact_bert(
     eval_order = torch.randperm(len(ids), generator=generator)[: min(len(ids), 4 * batch_size)]
     eval_batch = make_batch([ids[i] for i in eval_order])
 
+    def mlm_loss(input_ids, attention, labels) -> torch.Tensor:
+        # vocabulary logits only at the ~15% picked positions (the output layer dominates CPU time otherwise)
+        hidden = model.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        picked = labels != -100
+        return torch.nn.functional.cross_entropy(model.cls(hidden[picked]), labels[picked])
+
     def eval_loss() -> float:
         model.eval()
         with torch.no_grad():
-            loss = model(input_ids=eval_batch[0], attention_mask=eval_batch[1], labels=eval_batch[2]).loss
+            loss = mlm_loss(*eval_batch)
         model.train()
         return float(loss)
 
@@ -156,8 +180,7 @@ def pretrain_compact_bert(
             order, cursor = torch.randperm(len(ids), generator=generator), 0
         rows = [ids[i] for i in order[cursor: cursor + batch_size]]
         cursor += batch_size
-        input_ids, attention, labels = make_batch(rows)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss = mlm_loss(*make_batch(rows))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
