@@ -75,6 +75,10 @@ def result(loaded):
     return loaded(REPORT, density=0.8, seed=3, num_inference_steps=2, progress=False)
 
 
+def files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
 def broken_copy(model_dir, tmp_path) -> Path:
     return Path(shutil.copytree(model_dir, tmp_path / "model"))
 
@@ -122,6 +126,17 @@ def test_fp16_storage_round_trip(pipe, model_dir, tmp_path):
     assert np.abs(a - b).mean() < 5.0  # HU; half-precision weights only
     with pytest.raises(ValueError, match="dtype"):
         pipe.save_pretrained(tmp_path / "int8", dtype=torch.int8)
+
+
+def test_fp16_overflow_is_refused(tmp_path):
+    from medgen.pipelines.storage import save_weights
+
+    layer = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.fill_(1e6)
+    with pytest.raises(ValueError, match="weight overflows"):
+        save_weights(layer, tmp_path / "w.safetensors", torch.float16)
+    assert not (tmp_path / "w.safetensors").exists()
 
 
 # --------------------------------------------------------------------------------------- generation
@@ -319,6 +334,21 @@ def test_report_file_checks(tmp_path):
 # ----------------------------------------------------------------------------------- broken models
 
 
+def test_mismatched_components_are_refused(pipe):
+    from monai.networks.schedulers import DDIMScheduler
+
+    from medgen.models import ConditionalUNet
+
+    other = ConditionalUNet(**{**pipe.unet.config, "cross_attention_dim": 16, "pooled_dim": 16})
+    with pytest.raises(MedgenError, match="different models"):
+        ReportToVolumePipeline(pipe.text_encoder, pipe.autoencoder, other, pipe.scheduler, config=pipe.config)
+    with pytest.raises(ValueError, match="autoencoder"):
+        ReportToVolumePipeline(pipe.text_encoder, pipe.autoencoder, pipe.unet, pipe.scheduler, config={})
+    config = {k: v for k, v in pipe.config.items() if k != "scheduler"}
+    with pytest.raises(ValueError, match="build_scheduler"):
+        ReportToVolumePipeline(pipe.text_encoder, pipe.autoencoder, pipe.unet, DDIMScheduler(), config=config)
+
+
 def test_missing_model_folder_and_index(tmp_path):
     with pytest.raises(ModelNotFoundError, match="not found"):
         ReportToVolumePipeline.from_pretrained(tmp_path / "nope")
@@ -449,3 +479,13 @@ def test_save_with_dicom_series(result, tmp_path):
     np.testing.assert_allclose(series.affine, result.volume.affine, atol=1e-4)
     np.testing.assert_allclose(series.array, np.rint(result.volume.array), atol=0.5)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_series(result, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(MedgenError, match="must not contain"):
+        result.save(tmp_path / "mine" / "ct.nii.gz", dicom_dir=tmp_path / "mine", overwrite=True)
+    with pytest.raises(MedgenError, match="more than a DICOM series"):
+        result.save(tmp_path / "ct.nii.gz", dicom_dir=tmp_path / "mine", overwrite=True)
+    assert files(tmp_path) == ["mine", "mine/notes.txt"]

@@ -13,7 +13,7 @@ from medgen.errors import MedgenError
 from medgen.io.atomic import check_output_path
 from medgen.io.dicom import write_dicom_series
 from medgen.io.nifti import is_nifti_path, save_nifti
-from medgen.io.sidecar import sidecar_path
+from medgen.io.sidecar import FOLDER_SIDECAR_NAME, sidecar_path
 from medgen.preview.render import render_orthogonal
 from medgen.volume import LUNG_WINDOW, Volume
 
@@ -39,14 +39,32 @@ def plan_outputs(path, *, dicom_dir=None, preview: bool = True, overwrite: bool 
     if preview:
         outputs["preview"] = preview_path(path)
     if dicom_dir is not None:
-        outputs["dicom"] = Path(dicom_dir)
-        if outputs["dicom"].exists() and not outputs["dicom"].is_dir():
-            raise MedgenError(f"{dicom_dir}: DICOM output must be a folder, but a file is there")
+        outputs["dicom"] = _check_dicom_dir(Path(dicom_dir), outputs)
     for key, out in outputs.items():
         check_output_path(out, overwrite)
         if key != "dicom" and out.is_dir():
             raise MedgenError(f"{out}: output is an existing folder, not a file")
     return outputs
+
+
+def _check_dicom_dir(dicom_dir: Path, outputs: dict[str, Path]) -> Path:
+    """A DICOM output folder that holds no other output and, if it exists, only a DICOM series.
+
+    `overwrite` replaces the whole folder, so an existing folder of anything else is refused.
+    """
+    if dicom_dir.exists() and not dicom_dir.is_dir():
+        raise MedgenError(f"{dicom_dir}: DICOM output must be a folder, but a file is there")
+    for out in outputs.values():
+        if dicom_dir.resolve() in out.resolve().parents:
+            raise MedgenError(f"{dicom_dir}: the DICOM folder must not contain the other outputs ({out.name})")
+    if dicom_dir.is_dir():
+        foreign = [p.name for p in dicom_dir.iterdir() if p.suffix.lower() != ".dcm" and p.name != FOLDER_SIDECAR_NAME]
+        if foreign:
+            raise MedgenError(
+                f"{dicom_dir}: existing folder holds more than a DICOM series ({foreign[0]}); "
+                "refusing to replace it"
+            )
+    return dicom_dir
 
 
 @dataclass
@@ -119,7 +137,8 @@ class GenerationResult:
 
     def _title(self) -> str:
         report = " ".join(str(self.provenance.get("report", "")).split())
-        return f"SYNTHETIC - seed {self.provenance.get('seed')} - {report[:60]}"
+        title = f"SYNTHETIC - {self.provenance.get('model_id')} - seed {self.provenance.get('seed')}"
+        return f"{title} - {report[:60]}" if report.isascii() else title  # the PNG font has no CJK glyphs
 
 
 def _commit(moves: list[tuple[Path, Path]]) -> None:

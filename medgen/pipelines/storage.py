@@ -108,13 +108,18 @@ def save_weights(module: torch.nn.Module, path: Path, dtype: torch.dtype | None 
     """Write the module's state dict as safetensors; floating tensors cast to `dtype` when given."""
     from safetensors.torch import save_file
 
-    state = {}
-    for key, value in module.state_dict().items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        state[key] = value.contiguous()
+    state = {key: _cast(key, value.detach().cpu(), dtype).contiguous() for key, value in module.state_dict().items()}
     save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _cast(name: str, value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`value` as `dtype` (floating tensors only); refuses a cast that overflows to inf."""
+    if dtype is None or not value.is_floating_point():
+        return value
+    cast = value.to(dtype)
+    if not torch.isfinite(cast).all() and torch.isfinite(value).all():
+        raise ValueError(f"weight {name} overflows {dtype} (max |w| = {value.abs().max().item():.3g}); save as float32")
+    return cast
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -141,7 +146,7 @@ def cast_safetensors(folder: Path, dtype: torch.dtype) -> None:
         with safe_open(file, framework="pt") as handle:
             metadata = handle.metadata()
             state = {k: handle.get_tensor(k) for k in handle.keys()}
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        state = {k: _cast(k, v, dtype) for k, v in state.items()}
         save_file(state, str(file), metadata=metadata)
 
 

@@ -68,6 +68,8 @@ class ReportToVolumePipeline:
         scheduler: from `build_scheduler` (its config is kept as ``config["scheduler"]``).
         config: "autoencoder" (AutoencoderKL kwargs, required) and optionally the keys of
             `CONFIG_DEFAULTS` (name, scale_factor, default shape/spacing/steps/guidance, decode tiling).
+
+    The networks are switched to eval mode: build the pipeline after training, not during it.
     """
 
     def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict):
@@ -78,7 +80,10 @@ class ReportToVolumePipeline:
         self.unet = unet
         self.scheduler = scheduler
         self.config = copy.deepcopy({**CONFIG_DEFAULTS, **config})
-        self.config.setdefault("scheduler", dict(getattr(scheduler, "medgen_config", {})))
+        if "scheduler" not in self.config:
+            if not hasattr(scheduler, "medgen_config"):
+                raise ValueError("build the scheduler with `build_scheduler` or give its config as config['scheduler']")
+            self.config["scheduler"] = dict(scheduler.medgen_config)
         self.latent_factor = latent_downsample_factor(self.config["autoencoder"])
         self.model_path: Path | None = None
         self.weights_sha256: dict[str, str] = {}  # filled when loaded from / saved to a folder
