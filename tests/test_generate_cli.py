@@ -87,7 +87,7 @@ def test_batch_manifest(model_dir, tmp_path, capsys):
     b = json.loads((out_dir / "case_b.json").read_text())
     assert (a["seed"], a["density"], b["seed"], b["density"]) == (7, 0.9, 101, None)  # row 1 default: --seed + 1
     assert b["report"] == "Normal chest CT."
-    assert "wrote 2 volumes" in stdout
+    assert "wrote 2 volume(s)" in stdout
 
 
 def test_missing_default_model_is_explained(tmp_path, capsys, monkeypatch):

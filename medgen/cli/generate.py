@@ -104,17 +104,16 @@ def run(args: argparse.Namespace) -> int:
     )
     pipe.check_inputs(jobs[0].report, **options)
 
-    # 3. Generate and write, one volume at a time.
-    progress = _progress(jobs) if len(jobs) > 1 else jobs
-    for job in progress:
-        result = pipe(job.report, density=job.density, seed=job.seed, progress=len(jobs) == 1, **options)
+    # 3. Generate and write, one volume at a time (batch: one progress bar over the rows).
+    batch = args.manifest is not None
+    for job in _progress(jobs) if batch else jobs:
+        result = pipe(job.report, density=job.density, seed=job.seed, progress=not batch, **options)
         written = result.save(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview,
                               overwrite=args.overwrite)
-        if len(jobs) == 1:
-            for path in written.values():
-                print(path)
-    if len(jobs) > 1:
-        print(f"wrote {len(jobs)} volumes to {args.out_dir}")
+        if not batch:
+            print("\n".join(str(path) for path in written.values()))
+    if batch:
+        print(f"wrote {len(jobs)} volume(s) to {args.out_dir}")
     return 0
 
 
