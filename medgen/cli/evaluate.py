@@ -1,0 +1,52 @@
+"""`medgen evaluate`: measure a model (fidelity, density calibration, realism, alignment, speed).
+
+    medgen evaluate --model runs/phantom-64/pipeline --out evaluation/results/phantom-64
+    medgen evaluate --out evaluation/results/smoke --quick      # the embedded model, tiny sizes
+
+Writes OUT/results.json (every figure), OUT/summary.md and OUT/*.png; see evaluation/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model: report fidelity, density calibration, realism, alignment, speed",
+        description="Evaluate a report-to-volume model on held-out phrasing; writes summary.md, results.json "
+                    "and PNG plots into --out.",
+    )
+    p.add_argument("--model", metavar="DIR", type=Path,
+                   help="pipeline folder (ReportToVolumePipeline.save_pretrained); default: the embedded model")
+    p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder, e.g. evaluation/results/NAME")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; figures are not meaningful)")
+    p.add_argument("--manifest", metavar="JSONL", type=Path,
+                   help="dataset manifest whose train split trains the alignment model (default: new phantoms)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="N", help="noise seeds (default 0 1 2; quick: 0 1)")
+    p.add_argument("--n-reports", type=int, metavar="N", help="held-out reports (default 100; quick: 4)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medgen.evaluation import run_evaluation
+    from medgen.pipelines.default_model import resolve_model_path
+    from medgen.pipelines.validation import check_device
+
+    device = check_device(args.device)
+    if args.manifest is not None and not args.manifest.is_file():
+        raise FileNotFoundError(f"--manifest {args.manifest}: no such file")
+    if args.n_reports is not None and args.n_reports < 1:
+        raise ValueError(f"--n-reports must be >= 1, got {args.n_reports}")
+    results = run_evaluation(resolve_model_path(args.model), args.out, quick=args.quick, data_manifest=args.manifest,
+                             device=device, seeds=args.seeds, n_reports=args.n_reports, overwrite=args.overwrite)
+    meta = results["meta"]
+    print(f"evaluated {meta['model_name']} ({meta['n_generated_total']} volumes, {meta['elapsed_s']:.0f} s): "
+          f"{args.out / 'summary.md'}")
+    print(json.dumps({"speed_s_per_volume": results["speed"]["seconds_per_volume"]}))
+    return 0

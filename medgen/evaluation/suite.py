@@ -1,0 +1,236 @@
+"""`run_evaluation`: the whole evaluation of one saved model, as numbered sections.
+
+1. held-out cases (findings -> phantom + held-out-phrasing report, EN/ZH alternating)
+2. report fidelity (generate every report with every seed, analyze, compare with the truth)
+3. density calibration (lesion-bearing reports at d = 0 ... 1)
+4. alignment model (CLIP-style, trained on real phantom pairs) and report -> volume retrieval
+5. realism and diversity (features, MMD, Fréchet; MS-SSIM among samples vs among real volumes)
+6. speed and memory per stage, ratio against MONAI's stock sampler
+7. write results.json, summary.md and the plots
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medgen.errors import OutputExistsError
+from medgen.evaluation import alignment as align
+from medgen.evaluation import realism as rea
+from medgen.evaluation.calibration import DENSITY_GRID, score_calibration, select_calibration_cases
+from medgen.evaluation.fidelity import PipelineGenerator, make_heldout_cases, score_fidelity
+from medgen.evaluation.report import write_outputs
+from medgen.evaluation.speed import benchmark_speed
+
+__all__ = ["EvalSettings", "QUICK", "run_evaluation"]
+
+
+@dataclass
+class EvalSettings:
+    """Sizes of one evaluation run (the defaults are the full run; `QUICK` is the test-suite run)."""
+
+    n_reports: int = 100  # held-out reports (half EN, half ZH)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_calibration: int = 20  # reports with a lesion >= min_calibration_diameter_mm
+    calibration_seeds: tuple[int, ...] = (0, 1, 2)
+    min_calibration_diameter_mm: float = 25.0
+    densities: tuple[float, ...] = DENSITY_GRID
+    n_train_alignment: int = 200  # real phantom subjects for the alignment model
+    alignment_steps: int = 400
+    alignment_input: int = 64
+    speed_repeats: int = 3
+    speed_shapes: tuple[int, ...] | None = None  # None: (64,) on the CPU, (64, 128, 256) on a GPU
+    num_inference_steps: int | None = None  # None: the model's default
+    batch_size: int = 4
+    case_seed: int = 2024
+    train_seed: int = 7
+    extra: dict = field(default_factory=dict)
+
+
+QUICK = EvalSettings(n_reports=4, seeds=(0, 1), n_calibration=2, calibration_seeds=(0,),
+                     min_calibration_diameter_mm=0.0, n_train_alignment=8, alignment_steps=10, alignment_input=32,
+                     speed_repeats=1, speed_shapes=(), num_inference_steps=2, batch_size=4)
+
+
+def _calibration_cases(cases, settings: EvalSettings, shape, spacing):
+    """Lesion-bearing held-out cases: from the fidelity cases first, then from extra held-out draws."""
+    chosen = select_calibration_cases(cases, settings.n_calibration,
+                                      min_diameter_mm=settings.min_calibration_diameter_mm)
+    seed = settings.case_seed + 1
+    while len(chosen) < settings.n_calibration and seed < settings.case_seed + 40:
+        more = make_heldout_cases(max(8, settings.n_calibration), shape=shape, spacing=spacing, seed=seed)
+        chosen += select_calibration_cases(more, settings.n_calibration - len(chosen),
+                                           min_diameter_mm=settings.min_calibration_diameter_mm)
+        seed += 1
+    return chosen
+
+
+def _alignment_pairs(settings: EvalSettings, shape, spacing, data_manifest):
+    """Real training pairs: (volumes, [reports per subject], findings) from a manifest's train split or new phantoms.
+
+    Every subject also gets train-phrasing reports in both languages written from its findings.
+    """
+    from medgen.data import Findings
+    from medgen.data.phantom import make_phantom, sample_findings
+    from medgen.data.reports import write_report
+
+    volumes, reports, findings = [], [], []
+    rng = np.random.default_rng(settings.train_seed)
+    if data_manifest is not None:
+        from medgen.data import read_manifest
+        from medgen.io import load_volume
+
+        rows = [r for r in read_manifest(data_manifest) if r["split"] == "train" and r.get("findings") is not None]
+        if len(rows) < 2:
+            raise ValueError(f"{data_manifest}: need >= 2 train rows with findings for the alignment model, "
+                             f"got {len(rows)}")
+        for row in rows[: settings.n_train_alignment]:
+            truth = Findings.from_dict(row["findings"])
+            volumes.append(load_volume(row["image"]))
+            reports.append([row["report"]] + [write_report(truth, language=lang, rng=rng).text for lang in ("en", "zh")])
+            findings.append(truth)
+        return volumes, reports, findings, f"manifest {data_manifest} (train split)"
+    for i in range(settings.n_train_alignment):
+        case = make_phantom(sample_findings(rng), shape=shape, spacing=spacing, seed=10_000_000 + settings.train_seed
+                            * 10_000 + i)
+        volumes.append(case.image)
+        reports.append([write_report(case.findings, language=lang, rng=rng).text for lang in ("en", "en", "zh", "zh")])
+        findings.append(case.findings)
+    return volumes, reports, findings, "phantoms built for this run (train phrasing)"
+
+
+def _realism(cases, generated, seeds, real_b, model) -> dict:
+    """Feature distances (intensity and learned) and MS-SSIM diversity."""
+    real_a = [c.real for c in cases]
+    gen = [generated[(c.index, seeds[0])] for c in cases]
+    features = {}
+    if len(cases) >= 2:
+        for name, fn in (("intensity_texture", lambda vs: np.stack([rea.intensity_features(v) for v in vs])),
+                         ("alignment_image_tower", lambda vs: model.image_features(vs).numpy().astype(np.float64))):
+            features[name] = rea.compare_feature_sets(fn(real_a), fn(gen), fn(real_b))
+    diversity = {
+        "generated_same_report": rea.pairwise_ms_ssim([[generated[(c.index, s)] for s in seeds] for c in cases])
+        if len(seeds) >= 2 else None,
+        "real_same_findings": rea.pairwise_ms_ssim([[a, b] for a, b in zip(real_a, real_b, strict=True)]),
+        "real_different_subjects": rea.pairwise_ms_ssim([[a, b] for a, b in zip(real_a, real_a[1:], strict=False)])
+        if len(cases) >= 2 else None,
+        "generated_different_reports": rea.pairwise_ms_ssim([[a, b] for a, b in zip(gen, gen[1:], strict=False)])
+        if len(cases) >= 2 else None,
+    }
+    same = diversity["generated_same_report"]
+    diversity["collapse_ratio"] = same["mean"] / diversity["real_same_findings"]["mean"] if same else None
+    return {"n_real": len(real_a), "features": features, "diversity": diversity}
+
+
+def _retrieval(model, text_encoder, cases, generated, seeds, real_b) -> dict:
+    pooled = align.pooled_text(text_encoder, [c.report for c in cases])
+    text = model.embed_text(pooled).detach()
+    out = {"real_heldout": align.retrieval_metrics(text, model.embed_images([c.real for c in cases])),
+           "real_same_findings_other_subject": align.retrieval_metrics(text, model.embed_images(real_b))}
+    per_seed = [align.retrieval_metrics(text, model.embed_images([generated[(c.index, s)] for c in cases]))
+                for s in seeds]
+    out["generated"] = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
+    out["generated"]["per_seed"] = per_seed
+    return out
+
+
+def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=None, device="cpu", seeds=None,
+                   n_reports: int | None = None, settings: EvalSettings | None = None,
+                   overwrite: bool = False) -> dict:
+    """Evaluate a saved `ReportToVolumePipeline`; writes ``out_dir/{results.json, summary.md, *.png}``.
+
+    Args:
+        model_dir: folder written by ``save_pretrained``.
+        out_dir: output folder (created); the alignment model is saved in ``out_dir/alignment_model``.
+        quick: tiny sizes (`QUICK`) for tests and smoke runs.
+        data_manifest: a dataset manifest whose train split trains the alignment model (default: phantoms
+            built for the run on the model's grid).
+        device: "cpu" or "cuda[:N]" for the generator (and the 128^3 / 256^3 speed runs on a GPU).
+        seeds: noise seeds for fidelity and calibration (overrides the settings).
+        n_reports: number of held-out reports (overrides the settings).
+        settings: full control over sizes (default: full run, or `QUICK`).
+        overwrite: replace an existing results.json.
+
+    Returns:
+        The results (the same content as results.json).
+    """
+    from medgen import __version__
+    from medgen.data.phantom import make_phantom
+    from medgen.pipelines import ReportToVolumePipeline
+    from medgen.pipelines.storage import combined_checksum
+
+    out_dir = Path(out_dir)
+    if (out_dir / "results.json").exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir / 'results.json'}: output exists (pass overwrite=True / --overwrite)")
+    settings = dataclasses.replace(settings or (QUICK if quick else EvalSettings()))
+    if seeds is not None:
+        settings.seeds = settings.calibration_seeds = tuple(int(s) for s in seeds)
+    if n_reports is not None:
+        if int(n_reports) < 1:
+            raise ValueError(f"`n_reports` must be >= 1, got {n_reports}")
+        settings.n_reports = int(n_reports)
+    started, timings = time.perf_counter(), {}
+
+    def lap(name, t0):
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
+    shape, spacing = tuple(pipe.config["shape"]), tuple(pipe.config["spacing"])
+    generate = PipelineGenerator(pipe, num_inference_steps=settings.num_inference_steps)
+    results: dict = {}
+    # 1. Held-out cases
+    t0 = time.perf_counter()
+    cases = make_heldout_cases(settings.n_reports, shape=shape, spacing=spacing, seed=settings.case_seed)
+    real_b = [make_phantom(c.findings, shape=shape, spacing=spacing, seed=c.subject_seed + 50_000).image for c in cases]
+    lap("cases", t0)
+    # 2. Report fidelity
+    t0 = time.perf_counter()
+    results["fidelity"], generated, records = score_fidelity(cases, generate, settings.seeds,
+                                                             batch_size=settings.batch_size)
+    results["fidelity"]["records"] = records
+    lap("fidelity", t0)
+    # 3. Density calibration
+    t0 = time.perf_counter()
+    cal_cases = _calibration_cases(cases, settings, shape, spacing)
+    results["calibration"] = {**score_calibration(cal_cases, generate, settings.calibration_seeds,
+                                                  densities=settings.densities),
+                              "min_lesion_diameter_mm": settings.min_calibration_diameter_mm}
+    lap("calibration", t0)
+    # 4. Alignment model + retrieval
+    t0 = time.perf_counter()
+    volumes, reports, findings, source = _alignment_pairs(settings, shape, spacing, data_manifest)
+    model, history = align.train_alignment(pipe.text_encoder, volumes, reports, findings,
+                                           steps=settings.alignment_steps, input_size=settings.alignment_input)
+    model.save(out_dir / "alignment_model")
+    results["alignment"] = {"training": {**history, "source": source},
+                            "retrieval": _retrieval(model, pipe.text_encoder, cases, generated, settings.seeds, real_b)}
+    lap("alignment", t0)
+    # 5. Realism and diversity
+    t0 = time.perf_counter()
+    results["realism"] = _realism(cases, generated, settings.seeds, real_b, model)
+    lap("realism", t0)
+    # 6. Speed and memory
+    t0 = time.perf_counter()
+    shapes = settings.speed_shapes
+    if not shapes:  # quick: the model's own grid; full: 64^3 (CPU) or 64/128/256^3 (GPU)
+        shapes = (min(shape),) if quick else ((64, 128, 256) if pipe.device.type == "cuda" else (64,))
+    speed_report = next((c.report for c in cases if c.findings.lesions), cases[0].report)
+    results["speed"] = benchmark_speed(pipe, report=speed_report, shapes=shapes, repeats=settings.speed_repeats,
+                                       steps=settings.num_inference_steps)
+    lap("speed", t0)
+    # 7. Write
+    results["meta"] = {
+        "model_dir": str(Path(model_dir).resolve()), "model_name": pipe.config.get("name"),
+        "model_sha256": combined_checksum(pipe.weights_sha256) if pipe.weights_sha256 else None,
+        "quick": bool(quick), "device": str(pipe.device), "shape": list(shape), "spacing": list(spacing),
+        "num_inference_steps": settings.num_inference_steps or pipe.config["num_inference_steps"],
+        "guidance": dict(pipe.config["guidance"]), "settings": dataclasses.asdict(settings),
+        "n_generated_total": generate.n_generated, "medgen_version": __version__, "timings_s": timings,
+        "elapsed_s": time.perf_counter() - started, "data_manifest": str(data_manifest) if data_manifest else None,
+    }
+    write_outputs(results, out_dir)
+    return results
