@@ -1,0 +1,257 @@
+"""medgen.evaluation: the quick end-to-end run (every section from real outputs), oracle ceilings of the
+fidelity and calibration scorers, and the building blocks (retrieval, MS-SSIM, MMD, aggregation, JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medgen.evaluation import alignment as align
+from medgen.evaluation import realism as rea
+from medgen.evaluation.calibration import score_calibration, select_calibration_cases
+from medgen.evaluation.fidelity import PhantomOracle, aggregate_records, make_heldout_cases, score_fidelity
+from medgen.evaluation.report import jsonable
+from medgen.volume import Volume, make_affine
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _numbers(value, path=""):
+    """Every (path, number) leaf of a JSON tree."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+# ------------------------------------------------------------------------------------- quick run
+
+
+@pytest.fixture(scope="module")
+def quick(tiny_pipeline_dir, tmp_path_factory):
+    from medgen.evaluation import run_evaluation
+
+    out = tmp_path_factory.mktemp("evaluation") / "tiny"
+    results = run_evaluation(tiny_pipeline_dir, out, quick=True)
+    return results, out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_every_section(quick):
+    results, out, saved = quick
+    assert set(saved) >= {"fidelity", "calibration", "realism", "alignment", "speed", "meta"}
+    for name in ("summary.md", "results.json", "fidelity.png", "calibration.png", "diversity.png", "speed.png",
+                 "alignment_model/model.safetensors", "alignment_model/config.json"):
+        assert (out / name).is_file(), name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    summary = (out / "summary.md").read_text()
+    for heading in ("Report fidelity", "Density calibration", "Realism", "alignment", "Speed"):
+        assert heading in summary
+    assert all(math.isfinite(v) for _, v in _numbers(saved))
+
+
+def test_quick_run_counts_match_the_request(quick):
+    results, _, saved = quick
+    fid, cal = saved["fidelity"], saved["calibration"]
+    assert fid["n_reports"] == 4 and fid["n_seeds"] == 2 and fid["n_generated"] == 8
+    assert len(fid["records"]) == 8 and fid["languages"] == {"en": 2, "zh": 2}
+    assert cal["n_generated"] == cal["n_reports"] * 5 * cal["n_seeds"] == len(cal["points"])
+    assert saved["meta"]["n_generated_total"] == fid["n_generated"] + cal["n_generated"]
+    assert fid["overall"], "no attribute was scored"
+    for stat in fid["overall"].values():
+        assert 1 <= stat["n"] <= 8 and math.isfinite(stat["mean"])
+
+
+def test_quick_run_figures_are_in_range(quick):
+    _, _, saved = quick
+    for name, r in saved["alignment"]["retrieval"].items():
+        assert 0.0 <= r["top1"] <= r["top5"] <= 1.0, name
+        assert 1.0 <= r["mean_rank"] <= r["n_candidates"] == 4
+    div = saved["realism"]["diversity"]
+    for key in ("generated_same_report", "real_same_findings", "real_different_subjects"):
+        assert 0.0 <= div[key]["mean"] <= 1.0 and div[key]["n_pairs"] >= 1
+    # different subjects with the same findings are similar but not identical volumes
+    assert 0.3 < div["real_same_findings"]["mean"] < 0.999
+    for feats in saved["realism"]["features"].values():
+        assert feats["frechet"] >= 0.0 and feats["n_real"] == feats["n_generated"] == 4
+    side = saved["speed"]["shapes"]["32"]
+    for ratio in side["ratio_vs_monai"].values():
+        assert ratio > 0
+    for run in ("guided", "text_guided", "unguided"):
+        assert side[run]["denoise_s"] > 0 and side[run]["decode_s"] > 0 and side[run]["write_s"] > 0
+        assert side[run]["total_s"] == pytest.approx(sum(side[run][f"{s}_s"] for s in
+                                                          ("encode_text", "denoise", "decode", "write")))
+    assert side["monai_stock"]["denoise_decode_s"] > 0
+
+
+def test_quick_run_calibration_points_come_from_real_generations(quick, tiny_pipeline_dir):
+    """Regenerating one calibration volume with the recorded seed and density gives the recorded lesion HU."""
+    from medgen.evaluation.calibration import largest_lesion_hu
+    from medgen.metrics import analyze_volume
+    from medgen.pipelines import ReportToVolumePipeline
+
+    _, _, saved = quick
+    point = saved["calibration"]["points"][3]
+    settings = saved["meta"]["settings"]
+    cases = make_heldout_cases(settings["n_reports"], shape=(32,) * 3, spacing=(10.0,) * 3,
+                               seed=settings["case_seed"])
+    case = next(c for c in cases if c.index == point["case"])
+    pipe = ReportToVolumePipeline.from_pretrained(tiny_pipeline_dir)
+    volumes = pipe([case.report] * 5, density=list(saved["calibration"]["densities"]), seed=point["seed"],
+                   num_inference_steps=2, progress=False)
+    measured = largest_lesion_hu(analyze_volume(volumes[3].volume))
+    assert point["d"] == 0.75
+    assert (measured is None and point["measured_hu"] is None) or measured == pytest.approx(point["measured_hu"])
+
+
+def test_saved_alignment_model_reloads(quick):
+    _, out, _ = quick
+    model = align.AlignmentModel.load(out / "alignment_model")
+    vol = make_heldout_cases(1, shape=(32,) * 3, spacing=(10.0,) * 3)[0].real
+    emb = model.embed_images([vol, vol])
+    assert emb.shape == (2, model.config["embed_dim"])
+    assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_existing_results_are_not_overwritten(quick, tiny_pipeline_dir):
+    from medgen.errors import OutputExistsError
+    from medgen.evaluation import run_evaluation
+
+    _, out, _ = quick
+    with pytest.raises(OutputExistsError):
+        run_evaluation(tiny_pipeline_dir, out, quick=True)
+
+
+def test_cli_rejects_bad_arguments(tiny_pipeline_dir, tmp_path, capsys):
+    from medgen.cli.main import main
+
+    assert main(["evaluate", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "x"), "--n-reports", "0"]) == 2
+    assert "--n-reports must be >= 1" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "x"),
+                 "--manifest", str(tmp_path / "missing.jsonl")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------ oracle ceilings
+
+
+@pytest.fixture(scope="module")
+def oracle_cases():
+    """Held-out cases on the default 64^3 x 5 mm grid (the analyzer's working resolution)."""
+    return make_heldout_cases(12, shape=(64,) * 3, spacing=(5.0,) * 3, seed=11)
+
+
+def test_fidelity_scorer_rates_the_phantoms_themselves_highly(oracle_cases):
+    oracle = PhantomOracle(oracle_cases)
+    summary, generated, records = score_fidelity(oracle_cases, oracle, seeds=(0,))
+    assert oracle.n_generated == summary["n_generated"] == len(records) == 12
+    assert generated[(0, 0)] is oracle_cases[0].real
+    overall = summary["overall"]
+    assert overall, "compare_findings returned no numeric attribute"
+    accuracies = {k: v["mean"] for k, v in overall.items() if not any(s in k for s in ("error", "mm", "hu", "count"))}
+    assert accuracies and min(accuracies.values()) >= 0.6, accuracies
+    assert np.mean(list(accuracies.values())) >= 0.85, accuracies
+
+
+def test_calibration_scorer_on_phantoms_at_the_requested_density(oracle_cases):
+    cases = select_calibration_cases(oracle_cases, 3, min_diameter_mm=20.0)
+    assert cases, "no held-out case with a lesion >= 20 mm"
+    oracle = PhantomOracle(cases)
+    result = score_calibration(cases, oracle, seeds=(0,))
+    assert result["n_generated"] == oracle.n_generated == 5 * len(cases)
+    assert result["detected_fraction"] >= 0.8
+    measured = {p["d"]: p["measured_hu"] for p in result["points"] if p["case"] == cases[0].index}
+    found = [measured[d] for d in sorted(measured) if measured[d] is not None]
+    assert found == sorted(found), measured  # denser request -> brighter lesion
+    rho = next(v for k, v in result.items() if "rho" in k or "spearman" in k)
+    assert rho >= 0.9
+
+
+# ---------------------------------------------------------------------------------- pieces
+
+
+def test_retrieval_metrics_identity_and_chance():
+    emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    perfect = align.retrieval_metrics(emb, emb)
+    assert perfect["top1"] == perfect["top5"] == 1.0 and perfect["mean_rank"] == 1.0
+    assert perfect["chance_top1"] == pytest.approx(1 / 6) and perfect["chance_top5"] == pytest.approx(5 / 6)
+    reversed_ = align.retrieval_metrics(emb, -emb)  # every correct pair is the least similar
+    assert reversed_["top1"] == 0.0 and reversed_["mean_rank"] == 6.0
+    with pytest.raises(ValueError, match="6 reports but 5 volumes"):
+        align.retrieval_metrics(emb, emb[:5])
+
+
+def test_attribute_targets():
+    from medgen.data.findings import Effusion, Findings, Lesion
+
+    binary, density = align.attribute_targets(Findings(
+        [Lesion("left_lower", 12.0, 0.2), Lesion("right_upper", 30.0, 0.9)], Effusion("bilateral", "small")))
+    assert binary.tolist() == [1, 0, 0, 0, 1, 1, 1, 0, 0]
+    assert density == pytest.approx(0.9)
+    binary, density = align.attribute_targets(Findings())
+    assert binary.tolist() == [0] * 8 + [1] and math.isnan(density)
+
+
+def test_ms_ssim_identity_and_difference():
+    cases = make_heldout_cases(2, shape=(32,) * 3, spacing=(10.0,) * 3)
+    a, b = cases[0].real, cases[1].real
+    assert rea.ms_ssim(a, a) == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 < rea.ms_ssim(a, b) < 0.99
+    with pytest.raises(ValueError, match="same grid"):
+        rea.ms_ssim(a, Volume(np.zeros((16, 16, 16)), make_affine((16,) * 3, 20.0)))
+    with pytest.raises(ValueError, match="too small"):
+        rea.ms_ssim_settings(4)
+    assert rea.ms_ssim_settings(64)["kernel_size"] == 11
+
+
+def test_feature_distances_separate_shifted_sets():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 5)), rng.normal(size=(40, 5))
+    out = rea.compare_feature_sets(a, b + 3.0, b)
+    assert out["mmd"] > 5 * abs(out["mmd_real_vs_real"])
+    assert out["frechet"] > 5 * out["frechet_real_vs_real"]
+    with pytest.raises(ValueError, match="at least 2"):
+        rea.mmd(a[:1], b[:1])
+
+
+def test_intensity_features_depend_on_the_image():
+    cases = make_heldout_cases(1, shape=(32,) * 3, spacing=(10.0,) * 3)
+    f = rea.intensity_features(cases[0].real)
+    flat = rea.intensity_features(Volume(np.full((32,) * 3, 40.0, np.float32), cases[0].real.affine))
+    assert f.shape == flat.shape == (38,) and np.isfinite(f).all()
+    assert not np.allclose(f, flat)
+
+
+def test_aggregate_records_skips_not_applicable():
+    records = [{"case": 0, "seed": 0, "language": "en", "side": True, "grade": None, "size_error": 0.1},
+               {"case": 1, "seed": 0, "language": "zh", "side": False, "grade": True, "size_error": 0.3}]
+    agg = aggregate_records(records)
+    assert agg["overall"]["side"] == {"mean": 0.5, "n": 2}
+    assert agg["overall"]["grade"] == {"mean": 1.0, "n": 1}
+    assert agg["by_language"]["en"]["side"]["mean"] == 1.0 and "grade" not in agg["by_language"]["en"]
+    assert "case" not in agg["overall"] and "seed" not in agg["overall"]
+
+
+def test_jsonable_is_strict_json():
+    out = jsonable({"a": np.float32(1.5), "b": float("nan"), "c": (np.int64(2), np.bool_(True)), "d": np.ones(2)})
+    assert out == {"a": 1.5, "b": None, "c": [2, True], "d": [1.0, 1.0]}
+    json.dumps(out, allow_nan=False)
+
+
+def test_heldout_cases_alternate_languages_and_use_heldout_families():
+    from medgen.data.reports import PHRASING_FAMILIES
+
+    cases = make_heldout_cases(4, shape=(32,) * 3, spacing=(10.0,) * 3)
+    assert [c.language for c in cases] == ["en", "zh", "en", "zh"]
+    assert all(c.family in PHRASING_FAMILIES["heldout"] for c in cases)
+    assert all(c.real.shape == (32, 32, 32) for c in cases)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        make_heldout_cases(0, shape=(32,) * 3, spacing=(10.0,) * 3)
