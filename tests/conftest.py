@@ -11,3 +11,27 @@ def tiny_bert_dir(tmp_path_factory):
     from medgen.text.tiny import make_tiny_bert
 
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tiny_bert_dir, tmp_path_factory):
+    """A saved, untrained pipeline from configs/tiny.yaml (32^3 at 10 mm) with the tiny BERT, built once per session.
+
+    The zero-initialised condition embedding is randomised (as in test_pipeline.py) so that density and
+    pooled text change the output.
+    """
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from medgen.pipelines.build import build_pipeline
+    from medgen.text import TextEncoder
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())
+    torch.manual_seed(0)
+    pipe = build_pipeline(config, TextEncoder.from_pretrained(tiny_bert_dir))
+    with torch.no_grad():
+        for param in pipe.unet.condition_embedding.parameters():
+            param.normal_(0.0, 0.5)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("tiny_pipeline") / "tiny-model")
