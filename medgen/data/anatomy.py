@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from medgen.data.findings import LABELS
 
 RIGHT, LEFT = 1, -1  # side signs: the right lung lies at world x > 0 (RAS+)
+CORTICAL_MM = 2.0  # cortical shell thickness of bones (at least 0.7 voxel, so coarse grids keep a rim)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Grid:
 
     @classmethod
     def from_affine(cls, shape, affine) -> "Grid":
+        """Grid of an axis-aligned affine such as `medgen.volume.make_affine` builds."""
         affine = np.asarray(affine, dtype=float)
         return cls(tuple(int(s) for s in shape), tuple(float(s) for s in np.diag(affine)[:3]),
                    tuple(float(o) for o in affine[:3, 3]))
@@ -64,8 +67,6 @@ class Grid:
 
 def smooth_field(rng: np.random.Generator, grid: Grid, sigma_mm: float) -> np.ndarray:
     """Gaussian random field on `grid` (white noise smoothed by `sigma_mm`), zero mean, unit std."""
-    from scipy.ndimage import gaussian_filter
-
     field = gaussian_filter(rng.standard_normal(grid.shape).astype(np.float32),
                             [sigma_mm / s for s in grid.spacing], mode="wrap")
     return (field - field.mean()) / max(float(field.std()), 1e-6)
@@ -99,8 +100,7 @@ def tubes(grid: Grid, segments, chunk: int = 1 << 19):
     lo = np.minimum(segs[:, :3], segs[:, 3:6]) - pad
     hi = np.maximum(segs[:, :3], segs[:, 3:6]) + pad
     i0 = np.clip(np.ceil((lo - org) / sp), 0, shape).astype(np.int64)
-    n = np.clip(np.floor((hi - org) / sp).astype(np.int64) + 1, 0, shape) - i0
-    n = np.maximum(n, 0)
+    n = np.maximum(np.clip(np.floor((hi - org) / sp).astype(np.int64) + 1, 0, shape) - i0, 0)
     count = n.prod(axis=1)
     groups = (np.cumsum(count) - count) // chunk
     for ids in np.split(np.arange(len(segs)), np.flatnonzero(np.diff(groups)) + 1):
@@ -168,7 +168,6 @@ class Thorax:
 
     def __init__(self, p: dict):
         self.p = p
-        self.cortical_mm = 2.0
         o = np.zeros(1)
         # Landmarks on the midline at z = 0: cavity front/back, vertebral body, trachea, carina.
         self.y_cav_ant = float(p["body_yc"] + self.cavity_radius(o + 1e-3, o + 200, o)[0])
@@ -376,6 +375,7 @@ class Thorax:
         return sdf, cart
 
     def clavicles(self) -> np.ndarray:
+        """(N, 8) tube segments of both clavicles, from the sternal notch out to the shoulders."""
         p, zc = self.p, self.p["sternum_top"] + 10
         ya = self.y_cav_ant + p["rib_layer"] + 8
         return np.concatenate([polyline([(s * 18, ya, zc), (s * 70, ya - 8, zc + 8), (s * 125, ya - 40, zc + 18)], 7.0)

@@ -1,7 +1,8 @@
-"""Findings of the procedural phantom: lesion shapes, placement and rendering, effusion, emphysema.
+"""Findings of the procedural phantom: lesion shapes, HU and placement, pleural effusion, emphysema.
 
-Placement and the effusion/emphysema thresholds are decided on a fixed 5 mm planning grid in world
-millimetres, so the same seed gives the same findings at every image resolution.
+Lesion centres, the effusion level and the regional emphysema field are decided on a fixed 5 mm
+planning grid in world millimetres, so a seed gives the same findings at every image resolution;
+emphysema fractions are then matched exactly on the image grid.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from scipy.ndimage import gaussian_filter
 
 from medgen.data import lesions as les
 from medgen.data.anatomy import (
+    CORTICAL_MM,
     LEFT,
     RIGHT,
     Grid,
@@ -176,9 +177,9 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
     hu += noise * (noise_std / max(float(noise.std()), 1e-6))
     for n, lesion in enumerate(findings.lesions, start=1):
         mask = lesion_id == n
-        if mask.any():
+        if mask.any():  # empty only when the lesion lies outside the field of view
             hu[mask] += density_to_hu(lesion.density) - hu[mask].mean(dtype=np.float64)
-            placements[n - 1]["volume_ml"] = round(float(mask.sum() * np.prod(grid.spacing) / 1000), 3)
+        placements[n - 1]["volume_ml"] = round(float(mask.sum() * np.prod(grid.spacing) / 1000), 3)
 
     # 7. Assemble the case
     subject = {
@@ -327,7 +328,7 @@ def _paint_anatomy(thorax: Thorax, grid: Grid):
     tissue[body & disc] = T["disc"]
     bone = body & (sdf <= 0)
     tissue[bone] = T["cortical"]
-    tissue[bone & (sdf <= -max(thorax.cortical_mm, 0.7 * grid.voxel_mm))] = T["trabecular"]
+    tissue[bone & (sdf <= -max(CORTICAL_MM, 0.7 * grid.voxel_mm))] = T["trabecular"]
     labels[bone] = LABELS["bone"]
     return tissue, labels
 
