@@ -154,11 +154,16 @@ def test_fidelity_scorer_rates_the_phantoms_themselves_highly(oracle_cases):
     summary, generated, records = score_fidelity(oracle_cases, oracle, seeds=(0,))
     assert oracle.n_generated == summary["n_generated"] == len(records) == 12
     assert generated[(0, 0)] is oracle_cases[0].real
-    overall = summary["overall"]
-    assert overall, "compare_findings returned no numeric attribute"
-    accuracies = {k: v["mean"] for k, v in overall.items() if not any(s in k for s in ("error", "mm", "hu", "count"))}
-    assert accuracies and min(accuracies.values()) >= 0.6, accuracies
-    assert np.mean(list(accuracies.values())) >= 0.85, accuracies
+    mean = {k: v["mean"] for k, v in summary["overall"].items()}
+    # what a report states must be recovered from the true volume (the analyzer's own accuracy)
+    for key in ("lesion_side", "normal_specificity", "effusion_presence", "emphysema_presence",
+                "lesion_density_class", "lesion_size_within_30pct_ge20mm"):
+        assert mean[key] >= 0.9, (key, mean)
+    assert mean["lesion_zone"] >= 0.7 and mean["lesion_lobe"] >= 0.7, mean
+    assert mean["lesion_size_abs_rel_error"] <= 0.2, mean
+    assert mean["false_positive_lesions_per_volume"] <= 0.25, mean
+    assert mean["lesion_detected"] >= 0.3, mean  # small (< 15 mm) lesions at 5 mm voxels are often missed
+    assert set(summary["by_language"]) == {"en", "zh"}
 
 
 def test_calibration_scorer_on_phantoms_at_the_requested_density(oracle_cases):

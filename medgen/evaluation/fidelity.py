@@ -20,8 +20,8 @@ import numpy as np
 from medgen.data.findings import Findings
 from medgen.volume import Volume
 
-__all__ = ["EvalCase", "PhantomOracle", "PipelineGenerator", "aggregate_records", "make_heldout_cases",
-           "score_fidelity"]
+__all__ = ["EvalCase", "PhantomOracle", "PipelineGenerator", "aggregate_records", "attribute_record",
+           "make_heldout_cases", "score_fidelity", "without_centres"]
 
 LANGUAGE_CYCLE = ("en", "zh")
 
@@ -133,7 +133,8 @@ def aggregate_records(records: list[dict], group_key: str = "language") -> dict:
     """Mean (and count) of every numeric field of `records`, overall and per `group_key` value.
 
     Fields that are None in a record (attribute not applicable to that case, e.g. effusion grade
-    when there is no effusion) are left out of that field's mean, so each mean has its own ``n``.
+    when there is no effusion) are left out of that field's mean, so each mean has its own ``n``;
+    list fields (one value per lesion) contribute every item.
     Returns ``{"overall": {field: {"mean", "n"}}, "by_<group_key>": {value: {...}}}``.
     """
 
@@ -143,9 +144,10 @@ def aggregate_records(records: list[dict], group_key: str = "language") -> dict:
             for key, value in row.items():
                 if key in ("case", "seed", group_key):
                     continue
-                number = _numeric(value)
-                if number is not None:
-                    fields.setdefault(key, []).append(number)
+                for item in value if isinstance(value, (list, tuple)) else [value]:
+                    number = _numeric(item)
+                    if number is not None:
+                        fields.setdefault(key, []).append(number)
         return {k: {"mean": float(np.mean(v)), "n": len(v)} for k, v in sorted(fields.items())}
 
     groups = sorted({r[group_key] for r in records if group_key in r})
@@ -153,13 +155,44 @@ def aggregate_records(records: list[dict], group_key: str = "language") -> dict:
             f"by_{group_key}": {g: summarise([r for r in records if r.get(group_key) == g]) for g in groups}}
 
 
-def _flatten(prefix: str, value, out: dict) -> None:
-    """Nested dicts of compare_findings -> flat ``a.b`` keys (lists are summarised elsewhere, skipped here)."""
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
-    elif not isinstance(value, (list, tuple)):
-        out[prefix] = value
+def attribute_record(comparison: dict, truth: Findings) -> dict:
+    """One volume's `compare_findings` output -> the attributes of the fidelity table.
+
+    Lesion attributes are lists (one value per true / matched lesion) so that they are averaged over
+    lesions; a None value means "does not apply to this volume" and is left out of that mean.
+    """
+    les, eff, emph, normal = (comparison[k] for k in ("lesions", "effusion", "emphysema", "normal"))
+    matches = les["matches"]
+    return {
+        "lesion_detected": [1.0] * les["n_matched"] + [0.0] * (les["n_truth"] - les["n_matched"]),
+        "lesion_side": [m["side_ok"] for m in matches],
+        "lesion_zone": [m["zone_ok"] for m in matches],
+        "lesion_lobe": [m["lobe_ok"] for m in matches],
+        "lesion_size_abs_rel_error": [abs(m["size_rel_error"]) for m in matches],
+        "lesion_size_within_30pct_ge20mm": [abs(m["size_rel_error"]) <= 0.3 for m in matches
+                                            if m["truth_diameter_mm"] >= 20.0],
+        "lesion_density_class": [m["density_class_ok"] for m in matches],
+        "false_positive_lesions_per_volume": len(les["false_positives"]),
+        "effusion_presence": eff["presence_ok"],
+        "effusion_side": eff["side_ok"],
+        "effusion_grade": eff["grade_ok"],
+        "emphysema_presence": emph["presence_ok"],
+        "emphysema_grade": emph["grade_ok"],
+        "normal_specificity": normal["ok"] if truth.is_normal else None,
+        "abnormal_sensitivity": normal["ok"] if not truth.is_normal else None,
+    }
+
+
+def without_centres(findings: Findings) -> Findings:
+    """A copy of `findings` whose lesions carry no centre: lesions are then paired by side / lobe / size.
+
+    A report never states where in the lobe a lesion sits, so a generated lesion cannot be expected at
+    the phantom's centre; pairing by attributes judges what the report does say.
+    """
+    out = copy.deepcopy(findings)
+    for lesion in out.lesions:
+        lesion.center_mm = None
+    return out
 
 
 def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequence[int], *, batch_size: int = 4,
@@ -193,8 +226,8 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
                 raise RuntimeError(f"the generator returned {len(volumes)} volumes for {len(batch)} reports")
             for case, volume in zip(batch, volumes, strict=True):
                 generated[(case.index, int(seed))] = volume
-                row: dict = {}
-                _flatten("", compare(case.findings, analyze(volume)), row)
+                truth = without_centres(case.findings)
+                row = attribute_record(compare(truth, analyze(volume)), truth)
                 records.append({"case": case.index, "seed": int(seed), "language": case.language, **row})
     summary = {
         "n_reports": len(cases),
