@@ -28,11 +28,13 @@ GGO_FLOOR_HU = -800.0  # never call anything below this a lesion (emphysematous 
 SOLID_HU = -300.0  # solid component threshold (midway lung / soft tissue)
 BONE_HU = 200.0  # above any lesion: ribs and calcium are excluded from the lesion masks
 OPEN_MM = 5.0  # opening radius: a lesion core is at least this far from its edge in every direction
+TRIM = True
 MAX_LAYERS = 4  # at most this many voxel layers of halo around a solid core
 # acceptance rule (phantom-calibrated); relaxed for large lesions, which vessels never mimic
 MIN_VOLUME_ML = 2.0
 RULES = (  # (seed kind or None, min volume ml, min compactness, max elongation, max shell, max outer shell)
     (None, 15.0, 0.62, 2.2, 0.20, 0.22),
+    (None, 8.0, 0.80, 1.5, 0.26, 0.26),
     ("solid", MIN_VOLUME_ML, 0.72, 1.8, 0.20, 0.22),
     ("ground-glass", MIN_VOLUME_ML, 0.72, 1.8, 0.14, 0.22),
 )
@@ -85,6 +87,18 @@ def _grow_layers(seed, above, cavity, hu, halo_hu, spacing, max_layers):
         region = region | add
         measured = region
     return ndi.binary_fill_holes(region), ndi.binary_fill_holes(measured)
+
+
+def _trim(seed, above, spacing):
+    """Cut thinner attachments (vessels) off a thick seed: re-open it at 60 % of its inscribed radius."""
+    depth = np.where(seed, dist_outside(above, spacing), 0.0)
+    radius = 0.6 * float(depth.max())
+    if radius <= 1.2 * OPEN_MM:
+        return seed
+    core = opening_mm(seed, radius, spacing)
+    lab, _ = ndi.label(core)
+    deepest = lab[np.unravel_index(np.argmax(np.where(core, depth, 0.0)), seed.shape)]
+    return lab == deepest if deepest else seed
 
 
 def describe(seg: ChestSegmentation, region, box, cavity, above) -> dict:
@@ -144,6 +158,7 @@ def find_lesions(seg: ChestSegmentation) -> list[LesionCandidate]:
             if kind == "ground-glass" and (seed & taken[box]).any():
                 continue  # the halo of a solid lesion, already measured
             cb, ab, hb = cav[box] > 0, above[box], hu[box]
+            seed = _trim(seed, ab, sp) if TRIM else seed
             side = int(np.bincount(cav[box][seed], minlength=3)[1:].argmax() + 1)
             if kind == "solid":
                 core = dilate_mm(seed, step, sp) & solid[box]
