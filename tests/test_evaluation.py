@@ -46,7 +46,7 @@ def quick(tiny_pipeline_dir, tmp_path_factory):
 
 def test_quick_run_writes_every_section(quick):
     results, out, saved = quick
-    assert set(saved) >= {"fidelity", "calibration", "realism", "alignment", "speed", "meta"}
+    assert set(saved) >= {"fidelity", "calibration", "realism", "alignment", "speed", "bars", "meta"}
     for name in ("summary.md", "results.json", "fidelity.png", "calibration.png", "diversity.png", "speed.png",
                  "alignment_model/model.safetensors", "alignment_model/config.json"):
         assert (out / name).is_file(), name
@@ -110,6 +110,26 @@ def test_quick_run_calibration_points_come_from_real_generations(quick, tiny_pip
     measured = largest_lesion_hu(analyze_volume(volumes[3].volume))
     assert point["d"] == 0.75
     assert (measured is None and point["measured_hu"] is None) or measured == pytest.approx(point["measured_hu"])
+
+
+def test_quick_run_diversity_comes_from_real_generations(quick, tiny_pipeline_dir):
+    """Regenerating the 4 reports x 2 seeds (same batches and seeds) reproduces the recorded MS-SSIM and records."""
+    from medgen.evaluation.fidelity import attribute_record, without_centres
+    from medgen.metrics import analyze_volume, compare_findings
+    from medgen.pipelines import ReportToVolumePipeline
+
+    _, _, saved = quick
+    settings = saved["meta"]["settings"]
+    cases = make_heldout_cases(4, shape=(32,) * 3, spacing=(10.0,) * 3, seed=settings["case_seed"])
+    pipe = ReportToVolumePipeline.from_pretrained(tiny_pipeline_dir)
+    volumes = {s: [r.volume for r in pipe([c.report for c in cases], seed=1000 * s, num_inference_steps=2,
+                                          progress=False)] for s in settings["seeds"]}
+    expected = np.mean([rea.ms_ssim(volumes[0][i], volumes[1][i]) for i in range(4)])
+    assert saved["realism"]["diversity"]["generated_same_report"]["mean"] == pytest.approx(expected, rel=1e-5)
+    truth = without_centres(cases[2].findings)
+    record = attribute_record(compare_findings(truth, analyze_volume(volumes[1][2])), truth)
+    saved_record = next(r for r in saved["fidelity"]["records"] if r["case"] == 2 and r["seed"] == 1)
+    assert jsonable(record) == {k: v for k, v in saved_record.items() if k not in ("case", "seed", "language")}
 
 
 def test_saved_alignment_model_reloads(quick):
@@ -183,6 +203,28 @@ def test_calibration_scorer_on_phantoms_at_the_requested_density(oracle_cases):
 # ---------------------------------------------------------------------------------- pieces
 
 
+def test_alignment_pairs_from_a_manifest_train_split(tmp_path):
+    from medgen.data import write_manifest
+    from medgen.evaluation.suite import QUICK, _alignment_pairs
+    from medgen.io import save_nifti
+
+    cases = make_heldout_cases(3, shape=(32,) * 3, spacing=(10.0,) * 3, seed=5)
+    rows = []
+    for c, split in zip(cases, ("train", "train", "val"), strict=True):
+        save_nifti(c.real, tmp_path / f"c{c.index}.nii.gz")
+        rows.append({"id": f"c{c.index}", "image": str(tmp_path / f"c{c.index}.nii.gz"), "report": c.report,
+                     "language": c.language, "split": split, "findings": c.findings.to_dict()})
+    manifest = write_manifest(tmp_path / "manifest.jsonl", rows)
+    volumes, reports, findings, source = _alignment_pairs(QUICK, (32,) * 3, (10.0,) * 3, manifest)
+    assert len(volumes) == len(reports) == len(findings) == 2 and "train split" in source
+    assert reports[0][0] == cases[0].report and len(reports[0]) == 3  # + EN and ZH train-phrasing reports
+    np.testing.assert_array_equal(volumes[1].array, cases[1].real.array)
+    assert findings[1].lesions == cases[1].findings.lesions
+    write_manifest(tmp_path / "val.jsonl", rows[2:])
+    with pytest.raises(ValueError, match="need >= 2 train rows"):
+        _alignment_pairs(QUICK, (32,) * 3, (10.0,) * 3, tmp_path / "val.jsonl")
+
+
 def test_retrieval_metrics_identity_and_chance():
     emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
     perfect = align.retrieval_metrics(emb, emb)
@@ -243,6 +285,19 @@ def test_aggregate_records_skips_not_applicable():
     assert agg["overall"]["grade"] == {"mean": 1.0, "n": 1}
     assert agg["by_language"]["en"]["side"]["mean"] == 1.0 and "grade" not in agg["by_language"]["en"]
     assert "case" not in agg["overall"] and "seed" not in agg["overall"]
+
+
+def test_check_bars_uses_the_measured_figures():
+    from medgen.evaluation.suite import check_bars
+
+    bars = check_bars({"fidelity": {"overall": {"lesion_side": {"mean": 0.97, "n": 10},
+                                                "lesion_lobe": {"mean": 0.5, "n": 10}}},
+                       "calibration": {"spearman_rho": 0.95, "mae_hu": 150.0},
+                       "speed": {"device": "cpu", "seconds_per_volume": {"64": 8.0}}})
+    assert bars["lesion_side"] == {"bar": ">= 0.95", "value": 0.97, "pass": True}
+    assert bars["lesion_lobe"]["pass"] is False and bars["density_mae_hu"]["pass"] is False
+    assert bars["density_spearman_rho"]["pass"] is True and bars["cpu_64_seconds_per_volume"]["pass"] is True
+    assert bars["effusion_side"] == {"bar": ">= 0.9", "value": None, "pass": None}
 
 
 def test_jsonable_is_strict_json():

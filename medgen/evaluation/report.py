@@ -199,6 +199,12 @@ def write_outputs(results: dict, out_dir) -> dict[str, Path]:
              f"{meta.get('shape')} at {meta.get('spacing')} mm, {meta.get('num_inference_steps')} steps, "
              f"medgen {meta.get('medgen_version')}, {meta.get('elapsed_s', 0):.0f} s.\n",
              "Every figure is in `results.json`; how each is computed: `evaluation/README.md`.\n"]
+    if "bars" in results:
+        lines += ["## Bars\n", "Calibration bar: lesions >= "
+                  f"{_fmt(results.get('calibration', {}).get('min_lesion_diameter_mm'))} mm in this run.\n"]
+        lines += _table(["figure", "bar", "measured", "pass"],
+                        [[k, b["bar"], b["value"], {True: "yes", False: "**no**", None: "–"}[b["pass"]]]
+                         for k, b in results["bars"].items()])
     sections = (("fidelity", _fidelity_md), ("calibration", _calibration_md), ("realism", _realism_md),
                 ("alignment", _alignment_md), ("speed", _speed_md))
     for key, render in sections:

@@ -26,7 +26,14 @@ from medgen.evaluation.fidelity import PipelineGenerator, make_heldout_cases, sc
 from medgen.evaluation.report import write_outputs
 from medgen.evaluation.speed import benchmark_speed
 
-__all__ = ["EvalSettings", "QUICK", "run_evaluation"]
+__all__ = ["BARS", "EvalSettings", "QUICK", "check_bars", "run_evaluation"]
+
+# The project's acceptance bars (issue "Evaluation suite"): figure -> (comparison, threshold).
+BARS = {
+    "lesion_side": (">=", 0.95), "lesion_lobe": (">=", 0.80), "lesion_size_within_30pct_ge20mm": (">=", 0.80),
+    "normal_specificity": (">=", 0.95), "effusion_side": (">=", 0.90), "emphysema_presence": (">=", 0.90),
+    "density_spearman_rho": (">=", 0.90), "density_mae_hu": ("<=", 120.0), "cpu_64_seconds_per_volume": ("<=", 10.0),
+}
 
 
 @dataclass
@@ -138,6 +145,24 @@ def _retrieval(model, text_encoder, cases, generated, seeds, real_b) -> dict:
     return out
 
 
+def check_bars(results: dict) -> dict:
+    """Each bar's measured value and whether it passes (None when the run did not measure it)."""
+    fid = results.get("fidelity", {}).get("overall", {})
+    cal = results.get("calibration", {})
+    speed = results.get("speed", {})
+    measured = {key: fid.get(key, {}).get("mean") for key in BARS if key in fid}
+    measured["density_spearman_rho"] = cal.get("spearman_rho")
+    measured["density_mae_hu"] = cal.get("mae_hu")
+    if speed.get("device") == "cpu":
+        measured["cpu_64_seconds_per_volume"] = speed.get("seconds_per_volume", {}).get("64")
+    out = {}
+    for key, (op, bar) in BARS.items():
+        value = measured.get(key)
+        ok = None if value is None else (value >= bar if op == ">=" else value <= bar)
+        out[key] = {"bar": f"{op} {bar:g}", "value": value, "pass": ok}
+    return out
+
+
 def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=None, device="cpu", seeds=None,
                    n_reports: int | None = None, settings: EvalSettings | None = None,
                    overwrite: bool = False) -> dict:
@@ -223,6 +248,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
                                        steps=settings.num_inference_steps)
     lap("speed", t0)
     # 7. Write
+    results["bars"] = check_bars(results)
     results["meta"] = {
         "model_dir": str(Path(model_dir).resolve()), "model_name": pipe.config.get("name"),
         "model_sha256": combined_checksum(pipe.weights_sha256) if pipe.weights_sha256 else None,
