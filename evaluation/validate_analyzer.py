@@ -59,8 +59,8 @@ def _rate(flags) -> dict:
 def summarize(records: list[dict]) -> dict:
     """Aggregate per-case comparisons into the accuracy table (each entry: value and its denominator)."""
     matches = [m for r in records for m in r["compare"]["lesions"]["matches"]]
-    truths = [(r, i, les) for r in records for i, les in enumerate(r["truth"]["lesions"])]
-    matched = {(r["index"], m["truth_index"]) for r in records for m in r["compare"]["lesions"]["matches"]}
+    truths = [(k, i, les) for k, r in enumerate(records) for i, les in enumerate(r["truth"]["lesions"])]
+    matched = {(k, m["truth_index"]) for k, r in enumerate(records) for m in r["compare"]["lesions"]["matches"]}
     out = {
         "cases": len(records),
         "lesion_side": _rate(m["side_ok"] for m in matches),
@@ -72,7 +72,7 @@ def summarize(records: list[dict]) -> dict:
                                                            if m["truth_diameter_mm"] >= 20] or [np.nan])),
         "density_class_ge15": _rate(m["density_class_ok"] for m in matches if m["truth_diameter_mm"] >= 15),
         "density_class_core_ge15": _rate(m["density_class_core_ok"] for m in matches if m["truth_diameter_mm"] >= 15),
-        "lesion_recall": _rate((r["index"], i) in matched for r, i, _ in truths),
+        "lesion_recall": _rate((k, i) in matched for k, i, _ in truths),
         "lesion_precision": _rate(i < len(r["compare"]["lesions"]["matches"]) for r in records
                                   for i in range(r["compare"]["lesions"]["n_measured"])),
         "false_positive_lesions_per_case": sum(len(r["compare"]["lesions"]["false_positives"]) for r in records)
@@ -80,7 +80,7 @@ def summarize(records: list[dict]) -> dict:
     }
     for lo, hi in SIZE_BINS:
         out[f"lesion_recall_{lo}_{hi if hi < 1000 else 'up'}mm"] = _rate(
-            (r["index"], i) in matched for r, i, les in truths if lo <= les["diameter_mm"] < hi)
+            (k, i) in matched for k, i, les in truths if lo <= les["diameter_mm"] < hi)
     ge15 = [m for m in matches if m["truth_diameter_mm"] >= 15]
     if len(ge15) >= 2:
         cal = density_calibration([m["truth_density"] for m in ge15], [m["measured_mean_hu"] for m in ge15])
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--shape", type=int, default=64)
     p.add_argument("--spacing", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=11)
     p.add_argument("--check-shape", type=int, default=128)
     p.add_argument("--check-spacing", type=float, default=2.5)
     p.add_argument("--check-n", type=int, default=3)

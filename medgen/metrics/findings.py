@@ -40,7 +40,7 @@ FLUID_SMOOTH_MM = 3.0  # smoothing that ignores air and fat voxels (normalised c
 FLUID_TOUCH_MM = 10.0  # a fluid region must come this close to the lung
 FLUID_MEDIAL_MM = 5.0  # and stay lateral of the lung's medial edge (spinal canal, mediastinum)
 # fraction of the side's lung territory (aerated cavity + fluid) that is fluid
-EFFUSION_THRESHOLDS = (("large", 0.26), ("moderate", 0.12), ("small", 0.03))
+EFFUSION_THRESHOLDS = (("large", 0.265), ("moderate", 0.10), ("small", 0.03))
 PERCENTILES = (5, 15, 50, 85, 95)
 
 

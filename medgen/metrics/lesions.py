@@ -10,8 +10,10 @@ separate them (all measured on procedural phantoms, see evaluation/analyzer_accu
 * a lesion has a solid core (> -300 HU) or a ground-glass plateau; vessels sit in between.
 
 Seeds are searched twice: solid seeds (> -300 HU) first, then ground-glass seeds (> lung + 55 HU) that
-touch no solid lesion. Each seed grows by whole voxel layers while most of the next layer is above the
-threshold (part-solid halos), and is then accepted or rejected by its shape.
+are not mostly the halo of an accepted solid lesion. A thick seed is re-opened at 60 % of its inscribed
+radius to cut off attached vessels. Each seed grows by whole voxel layers while most of the next layer
+is above the threshold (part-solid halos); of the last, incomplete layer only halo-bright voxels are
+measured. Candidates are then accepted or rejected by shape (`RULES`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ GGO_FLOOR_HU = -800.0  # never call anything below this a lesion (emphysematous 
 SOLID_HU = -300.0  # solid component threshold (midway lung / soft tissue)
 BONE_HU = 200.0  # above any lesion: ribs and calcium are excluded from the lesion masks
 OPEN_MM = 5.0  # opening radius: a lesion core is at least this far from its edge in every direction
-TRIM = True
+HALO_HU = -730.0  # an incomplete outer layer of a solid lesion keeps voxels above this (ground-glass halo)
 MAX_LAYERS = 4  # at most this many voxel layers of halo around a solid core
 # acceptance rule (phantom-calibrated); relaxed for large lesions, which vessels never mimic
 MIN_VOLUME_ML = 2.0
@@ -155,10 +157,10 @@ def find_lesions(seg: ChestSegmentation) -> list[LesionCandidate]:
                 continue
             box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, hu.shape[d])) for d, s in enumerate(sl))
             seed = lab[box] == box_i
-            if kind == "ground-glass" and (seed & taken[box]).any():
-                continue  # the halo of a solid lesion, already measured
+            if kind == "ground-glass" and (seed & taken[box]).sum() > 0.3 * seed.sum():
+                continue  # mostly the halo of an accepted solid lesion, already measured
             cb, ab, hb = cav[box] > 0, above[box], hu[box]
-            seed = _trim(seed, ab, sp) if TRIM else seed
+            seed = _trim(seed, ab, sp)
             side = int(np.bincount(cav[box][seed], minlength=3)[1:].argmax() + 1)
             if kind == "solid":
                 core = dilate_mm(seed, step, sp) & solid[box]
@@ -166,12 +168,14 @@ def find_lesions(seg: ChestSegmentation) -> list[LesionCandidate]:
             else:
                 core, layers = seed, 1
             halo_hu = (ref.get(side, -850.0) + max(float(np.median(hb[seed])), -690.0)) / 2.0 if kind == "ground-glass" \
-                else (ref.get(side, -850.0) - 690.0) / 2.0
+                else HALO_HU
             region, measured = _grow_layers(core, ab, cb, hb, halo_hu, sp, layers)
-            taken[box] |= dilate_mm(region, step, sp)
             feats = describe(seg, region, box, cb, ab)
             feats["kind"] = kind
-            out.append(LesionCandidate(measured, box, feats, side))
+            cand = LesionCandidate(measured, box, feats, side)
+            if cand.accepted:
+                taken[box] |= dilate_mm(region, step, sp)
+            out.append(cand)
     return out
 
 
