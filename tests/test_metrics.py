@@ -252,3 +252,14 @@ def test_density_calibration_hand_example():
 def test_density_calibration_rejects_bad_input(d, hu, match):
     with pytest.raises(ValueError, match=match):
         density_calibration(d, hu)
+
+
+@pytest.mark.parametrize("spacing", [(5.0, 5.0, 5.0), (1.0, 1.5, 2.0)])
+def test_footprint_morphology_equals_distance_transform(spacing):
+    from medgen.metrics.segment import dilate_mm, dist_inside, dist_outside, erode_mm
+
+    rng = np.random.default_rng(0)
+    m = rng.random((16, 17, 18)) > 0.6
+    for radius in (1.01 * max(spacing), 5.0, 7.0):
+        assert np.array_equal(dilate_mm(m, radius, spacing), dist_inside(m, spacing) <= radius)
+        assert np.array_equal(erode_mm(m, radius, spacing), dist_outside(m, spacing) > radius)

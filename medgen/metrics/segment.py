@@ -88,12 +88,29 @@ def dist_inside(mask: np.ndarray, spacing) -> np.ndarray:
     return ndi.distance_transform_edt(np.pad(~mask, 1, constant_values=True), sampling=spacing)[1:-1, 1:-1, 1:-1]
 
 
+def ball(radius: float, spacing) -> np.ndarray | None:
+    """Voxel footprint of a ball of `radius` mm (None when it would be large: use distance transforms)."""
+    spacing = np.asarray(spacing, dtype=float)
+    half = np.floor(radius / spacing + 1e-9).astype(int)
+    if half.max() > 3:
+        return None
+    grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing, strict=True)], indexing="ij")
+    return sum(g**2 for g in grids) <= radius**2 + 1e-9
+
+
 def dilate_mm(mask: np.ndarray, radius: float, spacing) -> np.ndarray:
-    """Binary dilation with a ball of `radius` mm (distance-transform based: any voxel size, any radius)."""
+    """Binary dilation with a ball of `radius` mm (any voxel size): voxels within `radius` of `mask`."""
+    fp = ball(radius, spacing)
+    if fp is not None:
+        return ndi.binary_dilation(mask, structure=fp)
     return dist_inside(mask, spacing) <= radius
 
 
 def erode_mm(mask: np.ndarray, radius: float, spacing) -> np.ndarray:
+    """Binary erosion with a ball of `radius` mm; beyond the volume counts as outside the mask."""
+    fp = ball(radius, spacing)
+    if fp is not None:
+        return ndi.binary_erosion(mask, structure=fp, border_value=0)
     return dist_outside(mask, spacing) > radius
 
 
