@@ -1,0 +1,64 @@
+"""``medgen train``: train the VAE, cache latents, train the LDM, or all three in order.
+
+    medgen train vae --config configs/phantom-64.yaml [--resume] [--device cpu|cuda] [--set key.sub=value ...]
+    medgen train latents --config configs/phantom-64.yaml [--force]
+    medgen train ldm --config configs/phantom-64.yaml [--resume]
+    medgen train all --config configs/phantom-64.yaml [--resume]
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m medgen.cli.main train ldm --config ...`` (DDP; rank 0 writes).
+Outputs go under the config's ``output_dir``: ``autoencoder/``, ``latents/``, ``pipeline/``,
+``checkpoints/{vae,ldm}/``, ``logs/`` (TensorBoard + metrics.jsonl) and ``samples/`` (validation PNGs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STAGES = ("vae", "latents", "ldm", "all")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train the VAE and the report-conditioned latent diffusion model")
+    sub = parser.add_subparsers(dest="train_command", required=True)
+    helps = {"vae": "train the KL autoencoder (writes OUTPUT_DIR/autoencoder)",
+             "latents": "encode the train/val volumes with the trained VAE (OUTPUT_DIR/latents)",
+             "ldm": "train the conditional UNet on cached latents (writes OUTPUT_DIR/pipeline)",
+             "all": "vae, then latents, then ldm"}
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=helps[stage])
+        p.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. configs/phantom-64.yaml)")
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                       help="override a config value (parsed as YAML), e.g. --set train_ldm.batch_size=4; repeatable")
+        if stage == "latents":
+            p.add_argument("--force", action="store_true", help="re-encode even if the cache is fresh")
+        else:
+            p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of each stage")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from medgen.config import load_config
+
+    stage = args.train_command
+    needs = {"vae": ("vae",), "latents": (), "ldm": ("ldm",), "all": ("vae", "ldm")}[stage]
+    config = load_config(args.config, args.overrides, stages=needs)
+    progress = not args.quiet
+    resume = getattr(args, "resume", False)
+    if stage in ("vae", "all"):
+        from medgen.training import train_vae
+
+        path = train_vae(config, resume=resume, device=args.device, progress=progress)
+        print(f"autoencoder: {path}")
+    if stage in ("latents", "all"):
+        from medgen.training import cache_latents
+
+        path = cache_latents(config, device=args.device, force=getattr(args, "force", False), progress=progress)
+        print(f"latents: {path}")
+    if stage in ("ldm", "all"):
+        from medgen.training import train_ldm
+
+        path = train_ldm(config, resume=resume, device=args.device, progress=progress)
+        print(f"pipeline: {path}")
+    return 0

@@ -1,0 +1,288 @@
+"""Stage 1: train the 3D KL autoencoder (MONAI ``AutoencoderKL``) on the manifest's training volumes.
+
+Loss (per step)::
+
+    generator      L1(x, x_hat) + kl_weight * KL(q(z|x) || N(0, I)) [+ adv_weight * LSGAN(D(x_hat) -> real)]
+    discriminator  0.5 * (LSGAN(D(x_hat) -> fake) + LSGAN(D(x) -> real))          (from step `adv_start`)
+
+D is MONAI's ``PatchDiscriminator`` with ``PatchAdversarialLoss(criterion="least_squares")``.  MONAI's
+``PerceptualLoss`` is not used: it downloads pretrained weights (no network at run time here).
+
+Output: ``<output_dir>/autoencoder/`` (``config.json`` + ``model.safetensors``, as in a pipeline folder); the
+config holds the constructor kwargs and ``scale_factor`` = 1 / std of the latent means over a sample
+of training volumes (latent diffusion works on ``z * scale_factor``, roughly unit variance).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from medgen.config import public_config, resolve_path
+from medgen.io.atomic import atomic_dir
+from medgen.training.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
+from medgen.training.common import (
+    BatchStream,
+    RunLogger,
+    autocast,
+    finite_step,
+    make_optimizer,
+    seed_everything,
+)
+from medgen.training.distributed import DistContext, init_distributed
+from medgen.training.state import GradClipper, set_learning_rates
+
+__all__ = ["train_vae", "VAETrainer", "kl_divergence", "load_autoencoder", "save_autoencoder", "load_split"]
+
+def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over latent elements, averaged over the batch (MONAI tutorials)."""
+    mu, sigma = z_mu.float(), z_sigma.float()
+    kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1.0)
+    return kl.flatten(1).sum(1).mean()
+
+
+def save_autoencoder(path, autoencoder: torch.nn.Module, kwargs: dict, *, scale_factor: float, extra: dict | None = None) -> Path:
+    """Write ``config.json`` (constructor kwargs + scale_factor + extra) and ``model.safetensors``, atomically."""
+    from medgen.models.autoencoder import autoencoder_config
+    from medgen.pipelines import storage
+
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in autoencoder_config(kwargs).items()}
+    config["scale_factor"] = float(scale_factor)
+    config.update(extra or {})
+    with atomic_dir(path, overwrite=True) as tmp:
+        storage.save_weights(autoencoder, tmp / storage.WEIGHTS_NAME)
+        storage.write_json(tmp / storage.CONFIG_NAME, config)
+    return Path(path)
+
+
+def load_autoencoder(path, device="cpu"):
+    """(AutoencoderKL in eval mode, config dict) from a folder written by `save_autoencoder`."""
+    from medgen.errors import InputFileError
+    from medgen.models.autoencoder import AUTOENCODER_DEFAULTS, build_autoencoder
+    from medgen.pipelines import storage
+
+    path = Path(path)
+    if not (path / storage.CONFIG_NAME).is_file():
+        raise InputFileError(path, "not an autoencoder folder (no config.json); run `medgen train vae` first")
+    config = storage.read_json(path / storage.CONFIG_NAME)
+    model = build_autoencoder({k: v for k, v in config.items() if k in AUTOENCODER_DEFAULTS})
+    storage.load_weights(model, path / storage.WEIGHTS_NAME)
+    return model.to(device).eval(), config
+
+
+def load_split(config: dict, split: str) -> list[dict]:
+    """Manifest rows of `split` ("train" / "val") from ``config["data"]["manifest"]``."""
+    from medgen.data.manifest import read_manifest
+
+    rows = read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True))
+    return [r for r in rows if r["split"] == split]
+
+
+def _dataset(config: dict, rows: list[dict]):
+    from medgen.data.transforms import DataConfig, build_dataset
+
+    return build_dataset(rows, DataConfig.from_dict(config["data"]))
+
+
+def _image(batch: dict, device: torch.device) -> torch.Tensor:
+    image = batch["image"]
+    image = image.as_tensor() if hasattr(image, "as_tensor") else image
+    return image.to(device, non_blocking=True).float()
+
+
+class VAETrainer:
+    """One VAE training run; `run()` trains to ``train_vae.steps`` and returns the autoencoder folder."""
+
+    def __init__(self, config: dict, *, resume: bool = False, device=None, progress: bool = True,
+                 ctx: DistContext | None = None):
+        from monai.losses import PatchAdversarialLoss
+
+        from medgen.models.autoencoder import build_autoencoder, build_discriminator
+
+        self.config = config
+        self.tc = config["train_vae"]
+        self.ctx = ctx or init_distributed(device)
+        self.device = self.ctx.device
+        self.progress = progress and self.ctx.is_main
+        self.out = resolve_path(config["output_dir"], config)
+        self.seed = int(config.get("seed", 0))
+        seed_everything(self.seed)
+
+        self.autoencoder = build_autoencoder(config["autoencoder"]).to(self.device)
+        self.discriminator = build_discriminator(config["discriminator"]).to(self.device)
+        self.ae = self.ctx.wrap(self.autoencoder)
+        self.disc = self.ctx.wrap(self.discriminator)
+        seed_everything(self.seed + 1000 * self.ctx.rank)  # same init on every rank, own noise per rank
+        self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
+        self.opt_g = make_optimizer(self.autoencoder.parameters(), self.tc["lr"])
+        self.opt_d = make_optimizer(self.discriminator.parameters(), self.tc["lr"])
+        self.clip_g = GradClipper(self.tc.get("grad_clip"))
+        self.clip_d = GradClipper(self.tc.get("grad_clip"))
+        self.train_rows = load_split(config, "train")
+        if not self.train_rows:
+            raise ValueError(f"{config['data']['manifest']}: no rows with split 'train' to train on")
+        self.val_rows = load_split(config, "val") or self.train_rows[:1]
+        from medgen.data.transforms import collate_reports
+
+        self.dataset = _dataset(config, self.train_rows)
+        self.stream = BatchStream(self.dataset, self.tc["batch_size"], self.ctx, seed=self.seed,
+                                  collate_fn=collate_reports, num_workers=config["data"].get("num_workers", 0))
+        self.checkpoints = CheckpointManager(self.out / "checkpoints" / "vae", keep_last=int(self.tc.get("keep_last", 3)),
+                                             enabled=self.ctx.is_main)
+        self.step = 0
+        self.start_step = 0
+        if resume:
+            self._resume()
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        return {"step": self.step, "optimizer_g": self.opt_g.state_dict(), "optimizer_d": self.opt_d.state_dict(),
+                "clip_g": self.clip_g.state_dict(), "clip_d": self.clip_d.state_dict(),
+                "data": self.stream.state_dict(), "rng": get_rng_state()}
+
+    def save(self) -> Path | None:
+        return self.checkpoints.save(
+            self.step, weights={"autoencoder": self.autoencoder.state_dict(), "discriminator": self.discriminator.state_dict()},
+            state=self.state(), meta={"stage": "vae", "config": public_config(self.config)})
+
+    def _resume(self) -> None:
+        path = self.ctx.broadcast_object(str(self.checkpoints.latest() or ""))
+        if not path:
+            return  # nothing to resume: start from scratch
+        ckpt = load_checkpoint(path)
+        self.autoencoder.load_state_dict(ckpt.weights["autoencoder"])
+        self.discriminator.load_state_dict(ckpt.weights["discriminator"])
+        state = ckpt.state
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        self.clip_g.load_state_dict(state["clip_g"])
+        self.clip_d.load_state_dict(state["clip_d"])
+        self.stream.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self.step = self.start_step = int(state["step"])
+
+    # ------------------------------------------------------------------------------------- training
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        """One generator (+ discriminator) update on images `x` (B, 1, X, Y, Z) in [-1, 1]."""
+        tc, total = self.tc, int(self.tc["steps"])
+        for opt in (self.opt_g, self.opt_d):
+            set_learning_rates(opt, self.step, int(tc["warmup"]), total)
+        adversarial = float(tc["adv_weight"]) > 0 and self.step >= int(tc["adv_start"])
+        bf16 = bool(tc.get("bf16", False))
+        self.autoencoder.train()
+        self.discriminator.train()
+
+        with autocast(self.device, bf16):
+            recon, z_mu, z_sigma = self.ae(x)
+        l1 = (recon.float() - x).abs().mean()
+        kl = kl_divergence(z_mu, z_sigma)
+        loss_g = l1 + float(tc["kl_weight"]) * kl
+        logs = {"vae/l1": l1.item(), "vae/kl": kl.item(), "vae/lr": self.opt_g.param_groups[0]["lr"]}
+        if adversarial:  # the raw discriminator (no DDP hooks); its parameters get no gradient here
+            self.discriminator.requires_grad_(False)
+            with autocast(self.device, bf16):
+                fake_logits = self.discriminator(recon)[-1]
+            gen_adv = self.adv_loss(fake_logits.float(), target_is_real=True, for_discriminator=False)
+            loss_g = loss_g + float(tc["adv_weight"]) * gen_adv
+            self.discriminator.requires_grad_(True)
+            logs["vae/gen_adv"] = gen_adv.item()
+        loss_g.backward()
+        norm = self.clip_g(self.autoencoder.parameters())
+        finite_step(self.opt_g, norm, self.clip_g)
+        logs.update({"vae/loss": loss_g.item(), "vae/grad_norm": norm})
+
+        if adversarial:  # real and fake through ONE discriminator forward (one DDP forward per backward)
+            with autocast(self.device, bf16):
+                logits = self.disc(torch.cat([recon.detach(), x]))[-1].float()
+            fake, real = logits.split(x.shape[0])
+            loss_d = 0.5 * (self.adv_loss(fake, target_is_real=False, for_discriminator=True)
+                            + self.adv_loss(real, target_is_real=True, for_discriminator=True))
+            loss_d.backward()
+            norm_d = self.clip_d(self.discriminator.parameters())
+            finite_step(self.opt_d, norm_d, self.clip_d)
+            logs.update({"vae/disc_loss": loss_d.item(), "vae/disc_grad_norm": norm_d})
+        self.step += 1
+        return logs
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Reconstruct the first validation volume; log its L1 and write a PNG (input above reconstruction)."""
+        from medgen.data.transforms import collate_reports
+        from medgen.preview.render import render_grid
+        from medgen.volume import Volume, intensity_to_hu
+
+        if not hasattr(self, "_val_batch"):
+            self._val_batch = collate_reports([_dataset(self.config, self.val_rows[:1])[0]])
+        batch = self._val_batch
+        x = _image(batch, self.device)
+        self.autoencoder.eval()
+        recon = self.autoencoder.reconstruct(x).float().clamp(-1, 1)
+        l1 = float((recon - x).abs().mean())
+        affine = batch["image"].affine[0].cpu().numpy()
+        volumes = [Volume(intensity_to_hu(v[0, 0].cpu().numpy()), affine) for v in (x, recon)]
+        name = self.val_rows[0]["id"]
+        render_grid(volumes, [f"{name} input", f"VAE step {self.step} reconstruction (L1 {l1:.4f})"],
+                    self.out / "samples" / "vae" / f"step-{self.step:08d}.png")
+        return {"vae/val_l1": l1}
+
+    @torch.no_grad()
+    def scale_factor(self, max_volumes: int = 32) -> float:
+        """1 / std of the latent means of up to `max_volumes` training volumes."""
+        from medgen.data.transforms import collate_reports
+
+        self.autoencoder.eval()
+        latents = []
+        n = min(max_volumes, len(self.dataset))
+        for start in range(0, n, int(self.tc["batch_size"])):
+            items = [self.dataset[i] for i in range(start, min(n, start + int(self.tc["batch_size"])))]
+            x = _image(collate_reports(items), self.device)
+            latents.append(self.autoencoder.encode(x)[0].float().cpu())
+        std = float(torch.cat(latents).std())
+        return 1.0 / std if std > 0 and math.isfinite(std) else 1.0
+
+    def run(self) -> Path:
+        tc, total = self.tc, int(self.tc["steps"])
+        logger = RunLogger(self.out / "logs" / "vae", enabled=self.ctx.is_main)
+        batches = iter(self.stream)
+        bar = tqdm(total=total, initial=self.step, desc="VAE", unit="step", disable=not self.progress)
+        try:
+            while self.step < total:
+                logs = self.train_step(_image(next(batches), self.device))
+                bar.update()
+                bar.set_postfix(l1=f"{logs['vae/l1']:.4f}")
+                if self.ctx.is_main and self.step % int(tc["validate_every"]) == 0:
+                    logs.update(self.validate())
+                logger.log(self.step, logs)
+                if self.step % int(tc["checkpoint_every"]) == 0 or self.step == total:
+                    self.save()
+        finally:
+            bar.close()
+            logger.close()
+        out = self.out / "autoencoder"
+        if self.ctx.is_main:
+            scale = self.scale_factor(int(tc.get("scale_samples", 32)))
+            data = self.config["data"]
+            save_autoencoder(out, self.autoencoder, self.config["autoencoder"], scale_factor=scale,
+                             extra={"image_shape": list(data["shape"]), "spacing": list(data["spacing"]),
+                                    "trained_steps": self.step})
+        self.ctx.barrier()
+        return out
+
+
+def train_vae(config: dict, *, resume: bool = False, device=None, progress: bool = True) -> Path:
+    """Train the autoencoder described by `config` (see ``configs/phantom-64.yaml``); return its output folder.
+
+    Args:
+        config: from `medgen.config.load_config`.
+        resume: continue from the latest checkpoint in ``<output_dir>/checkpoints/vae`` (if any).
+        device: "cpu", "cuda" (default: CUDA when available); under torchrun each rank uses its own GPU.
+        progress: tqdm progress bar (rank 0).
+    """
+    trainer = VAETrainer(config, resume=resume, device=device, progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        trainer.ctx.close()
