@@ -3,7 +3,7 @@
 Builds N phantoms with random findings (`sample_findings`), analyzes each volume from its HU alone,
 compares with the truth (`compare_findings`) and writes per-attribute accuracy:
 
-    .venv/bin/python evaluation/validate_analyzer.py --n 200 --shape 64 --spacing 5 \
+    .venv/bin/python evaluation/validate_analyzer.py --n 200 --shape 64 --spacing 5 --seed 13 \
         --check-shape 128 --check-spacing 2.5 --check-n 3
 
 Outputs evaluation/analyzer_accuracy.md (tables, targets, calibrated thresholds) and
@@ -148,10 +148,21 @@ def write_markdown(path: Path, summary: dict, check: dict | None, args) -> None:
             tm = f"emph={t['emphysema']['grade'] if t['emphysema'] else '-'}"
             am = f"emph={r['analysis']['emphysema_grade'] or '-'}"
             lines.append(f"| {r['index']} | {tl}; {te}; {tm} | {al}; {ae}; {am} | {r['seconds']:.2f} |")
-    lines += ["", "## Calibrated thresholds (medgen/metrics/findings.py, lesions.py)", "", "```json",
-              json.dumps(thresholds(), indent=1), "```", "",
-              "Known limits: at 5 mm voxels lesions under ~15 mm are indistinguishable from vessel partial volume and",
-              "are rarely detected (see the recall by size); thresholds were tuned on phantoms built with other seeds.", ""]
+    th = thresholds()
+    lines += ["", "## Calibrated thresholds (medgen/metrics/findings.py, lesions.py)", "",
+              f"- emphysema grade from % of aerated lung below -950 HU: {th['emphysema_LAA950_pct']}",
+              f"- effusion grade from fluid / (fluid + aerated cavity) per side: {th['effusion_fluid_fraction']};"
+              f" fluid band {th['fluid_hu_band']} HU after tissue-only smoothing",
+              f"- lesion thresholds: lung median + {th['ggo_delta_hu']} HU (ground glass), {th['solid_hu']} HU (solid)",
+              "- lesion acceptance rules (kind, min volume ml, min compactness, max elongation, max shell fractions):",
+              *[f"  - {tuple(r.values())}" for r in th["lesion_rules"]], "",
+              "Tuning: thresholds were set on 200 phantoms from other seeds (80 with random findings, 120 with",
+              "targeted effusion/emphysema); failure modes were studied on `--seed 7` and `--seed 11`. The numbers",
+              f"above come from `--seed {args.seed}`" + (", which was not used for tuning." if args.seed == 13 else "."), "",
+              "Known limits: at 5 mm voxels lesions under ~15 mm are indistinguishable from vessel partial volume",
+              "and are rarely detected (see recall by size); ground-glass lesions touching vessels or the hilum can be",
+              "rejected by the shape rules; the fluid segmentation captures about 60 % of the phantom's fluid, so",
+              "the effusion grade thresholds are set on that measured fraction.", ""]
     path.write_text("\n".join(lines))
 
 
@@ -160,7 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--shape", type=int, default=64)
     p.add_argument("--spacing", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--seed", type=int, default=13)
     p.add_argument("--check-shape", type=int, default=128)
     p.add_argument("--check-spacing", type=float, default=2.5)
     p.add_argument("--check-n", type=int, default=3)
