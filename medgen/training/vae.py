@@ -87,6 +87,20 @@ def _dataset(config: dict, rows: list[dict]):
     return build_dataset(rows, DataConfig.from_dict(config["data"]))
 
 
+def random_patch(x: torch.Tensor, patch: int, *, seed: int, step: int) -> torch.Tensor:
+    """Random cubic crop of side `patch` from (B, C, X, Y, Z), drawn from (seed, step) so resumes repeat it.
+
+    The VAE is convolutional, so training on patches is much cheaper than whole volumes and still
+    learns a decoder that works on the full grid.
+    """
+    sizes = x.shape[2:]
+    if patch >= min(sizes):
+        return x
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = [int(torch.randint(0, size - patch + 1, (1,), generator=gen)) for size in sizes]
+    return x[(..., *[slice(s, s + patch) for s in starts])]
+
+
 def _image(batch: dict, device: torch.device) -> torch.Tensor:
     image = batch["image"]
     image = image.as_tensor() if hasattr(image, "as_tensor") else image
@@ -250,7 +264,10 @@ class VAETrainer:
         bar = tqdm(total=total, initial=self.step, desc="VAE", unit="step", disable=not self.progress)
         try:
             while self.step < total:
-                logs = self.train_step(_image(next(batches), self.device))
+                x = _image(next(batches), self.device)
+                if tc.get("patch_size"):
+                    x = random_patch(x, int(tc["patch_size"]), seed=self.seed, step=self.step)
+                logs = self.train_step(x)
                 bar.update()
                 bar.set_postfix(l1=f"{logs['vae/l1']:.4f}")
                 if self.ctx.is_main and self.step % int(tc["validate_every"]) == 0:
