@@ -4,12 +4,16 @@ __version__ = "0.1.0"
 
 from medgen.volume import Volume, density_to_hu, hu_to_density  # noqa: E402
 
-__all__ = ["GenerationResult", "ReportToVolumePipeline", "Volume", "density_to_hu", "hu_to_density", "__version__"]
+__all__ = ["GenerationResult", "ReportToVolumePipeline", "default_model_path", "Volume", "density_to_hu", "hu_to_density", "__version__"]
 
 _LAZY = {"ReportToVolumePipeline", "GenerationResult"}  # imported on first use: torch/MONAI stay unloaded
 
 
 def __getattr__(name: str):
+    if name == "default_model_path":
+        from medgen.pipelines.default_model import default_model_path
+
+        return default_model_path
     if name in _LAZY:
         import medgen.pipelines
 
