@@ -27,6 +27,7 @@ from medgen.metrics import findings as F
 from medgen.metrics import lesions as L
 
 SIZE_BINS = ((0, 15), (15, 20), (20, 30), (30, 1000))
+TUNING_SEEDS = (5, 7, 11, 13)  # seeds whose failures were studied while setting thresholds
 # (key in the summary, target, text) - the acceptance targets of the analyzer
 TARGETS = (
     ("lesion_side", 0.98, "lesion side (matched lesions)"),
@@ -96,6 +97,13 @@ def summarize(records: list[dict]) -> dict:
     out["emphysema_specificity"] = _rate(e["measured_grade"] is None for e in emph if not e["truth_grade"])
     out["normal_specificity"] = _rate(r["compare"]["normal"]["measured"] for r in records
                                       if r["compare"]["normal"]["truth"])
+    # calibration ranges: measured LAA-950 % by true emphysema grade (min / median / max)
+    for grade in ("none", "mild", "moderate", "severe"):
+        v = [r["analysis"]["lung_pct_below_950"] for r in records
+             if (r["truth"]["emphysema"] or {}).get("grade", "none") == grade]
+        if v:
+            out[f"laa950_pct_{grade}"] = {"min": float(np.min(v)), "median": float(np.median(v)),
+                                          "max": float(np.max(v)), "n": len(v)}
     secs = [r["seconds"] for r in records]
     out["analyze_seconds_mean"], out["analyze_seconds_max"] = float(np.mean(secs)), float(np.max(secs))
     return out
@@ -156,9 +164,10 @@ def write_markdown(path: Path, summary: dict, check: dict | None, args) -> None:
               f"- lesion thresholds: lung median + {th['ggo_delta_hu']} HU (ground glass), {th['solid_hu']} HU (solid)",
               "- lesion acceptance rules (kind, min volume ml, min compactness, max elongation, max shell fractions):",
               *[f"  - {tuple(r.values())}" for r in th["lesion_rules"]], "",
-              "Tuning: thresholds were set on 200 phantoms from other seeds (80 with random findings, 120 with",
-              "targeted effusion/emphysema); failure modes were studied on `--seed 7` and `--seed 11`. The numbers",
-              f"above come from `--seed {args.seed}`" + (", which was not used for tuning." if args.seed == 13 else "."), "",
+              "Tuning: thresholds were set on ~320 phantoms built outside this script (random findings, and targeted",
+              "effusion/emphysema cases); failure modes were then studied on this script's `--seed` 5, 7, 11 and 13.",
+              f"The numbers above come from `--seed {args.seed}`"
+              + (", which was never used while tuning." if args.seed not in TUNING_SEEDS else " (a tuning seed)."), "",
               "Known limits: at 5 mm voxels lesions under ~15 mm are indistinguishable from vessel partial volume",
               "and are rarely detected (see recall by size); ground-glass lesions touching vessels or the hilum can be",
               "rejected by the shape rules; the fluid segmentation captures about 60 % of the phantom's fluid, so",
@@ -171,7 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--shape", type=int, default=64)
     p.add_argument("--spacing", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=17)
     p.add_argument("--check-shape", type=int, default=128)
     p.add_argument("--check-spacing", type=float, default=2.5)
     p.add_argument("--check-n", type=int, default=3)

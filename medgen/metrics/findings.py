@@ -33,22 +33,30 @@ from medgen.volume import Volume
 
 # ---- emphysema: % of aerated lung below -950 HU (LAA-950); phantom calibration in analyzer_accuracy.md
 LAA_HU = -950.0
-EMPHYSEMA_THRESHOLDS = (("severe", 27.0), ("moderate", 13.0), ("mild", 4.0))  # LAA% >= value
+EMPHYSEMA_THRESHOLDS = (("severe", 24.0), ("moderate", 11.5), ("mild", 3.0))  # LAA% >= value
 # ---- pleural effusion: fluid-density (after smoothing) non-lung tissue next to the lung, per side
 FLUID_HU = (-25.0, 25.0)  # pleural fluid 0..+20 HU; muscle and blood are >= +35, fat <= -80
 FLUID_SMOOTH_MM = 3.0  # smoothing that ignores air and fat voxels (normalised convolution)
-# voxels touching the lung / (region voxels)^(2/3): a fluid layer lies against the lung (>= 0.89 on phantom
-# effusions, 1.3 typical, never above 1.8); tissue separated from the lung by a muscle layer scores lower, and
-# a pleural-based mass bulging into the lung, wrapped in lung on most of its surface, scores higher
-FLUID_CONTACT = (0.85, 2.5)
-FLUID_MEDIAL_MM = 5.0  # and stay lateral of the lung's medial edge (spinal canal, mediastinum)
+FLUID_MEDIAL_MM = 5.0  # fluid stays lateral of the lung's medial edge (spinal canal, mediastinum)
+# A fluid region lies against the lung. Contact ratio = voxels touching the lung / (region voxels)^(2/3):
+# phantom effusions score >= 0.89 (1.3 typical, never above 1.8) unless they are thick and large, and
+# then touch the lung over a large area; tissue separated from the lung by a muscle layer (below the
+# diaphragm, chest wall) scores lower; a pleural-based mass wrapped in lung scores higher.
+FLUID_CONTACT = (0.85, 2.5)  # accepted contact-ratio range
+FLUID_CONTACT_MM2 = 1500.0  # or a contact area at least this large (with the ratio below the upper bound)
 # fraction of the side's lung territory (aerated cavity + fluid) that is fluid
-EFFUSION_THRESHOLDS = (("large", 0.26), ("moderate", 0.095), ("small", 0.008))
+EFFUSION_THRESHOLDS = (("large", 0.265), ("moderate", 0.10), ("small", 0.01))
 PERCENTILES = (5, 15, 50, 85, 95)
 
 
 @dataclass
 class MeasuredLesion:
+    """One lesion: side/zone/lobe from geometry, centre in RAS+ mm, size from the segmented volume.
+
+    `diameter_mm` is the equivalent-sphere diameter of the mask, `mean_hu` its mean (what the density
+    control sets), `core_hu` the mean of its interior (deeper than half its radius).
+    """
+
     side: str
     zone: str
     lobe: str | None
@@ -61,6 +69,8 @@ class MeasuredLesion:
 
 @dataclass
 class MeasuredEffusion:
+    """Pleural effusion: side ('left', 'right', 'bilateral'), grade of the larger side, fluid ml per side."""
+
     side: str
     grade: str
     volume_ml_left: float
@@ -147,7 +157,9 @@ def segment_fluid(seg: ChestSegmentation) -> np.ndarray:
     size = ndi.sum_labels(cand, lab, index)
     contact = ndi.sum_labels(dist <= 1.01 * sp.max(), lab, index)
     ratio = contact / size ** (2.0 / 3.0)
-    keep = index[(contact > 0) & (ratio >= FLUID_CONTACT[0]) & (ratio <= FLUID_CONTACT[1])]
+    area_mm2 = contact * float(np.prod(sp)) ** (2.0 / 3.0)
+    keep = index[(contact > 0) & ((ratio >= FLUID_CONTACT[0]) | (area_mm2 >= FLUID_CONTACT_MM2))
+                 & (ratio <= FLUID_CONTACT[1])]
     fluid = np.isin(lab, keep)
     out[box] = np.where(fluid, side, 0)
     return out

@@ -19,7 +19,7 @@ from medgen.volume import Volume
 BODY_HU = -500.0  # air/body boundary
 AIR_HU = -400.0  # aerated lung and airways are below this
 CORE_MM = 17.5  # lung cores are farther than this from non-air: deeper than any trachea or bronchus
-CLOSE_MM = 7.5  # closing radius that turns the aerated lung into the cavity (vessels, small notches)
+CLOSE_MM = 0.0  # closing radius that turns the aerated lung into the cavity (0: holes only; a closing drags mediastinal tissue in)
 MIN_LUNG_ML = 50.0  # smaller air pockets (gastric gas, bowel) are not lungs
 SIDE_CODE = {"right": 1, "left": 2}
 
@@ -283,7 +283,8 @@ def segment_cavity(lungs: np.ndarray, body: np.ndarray, spacing) -> np.ndarray:
         if box is None:
             continue
         m = lungs[box] == code
-        m = closing_mm(m, CLOSE_MM, spacing) | m
+        if CLOSE_MM > 0:
+            m = closing_mm(m, CLOSE_MM, spacing) | m
         m = ndi.binary_fill_holes(m)
         # coronal fill catches lesions against the chest wall; axial fill would swallow the diaphragm
         # domes (ring-shaped lung bases) and sagittal fill the hila, so neither is used
