@@ -9,6 +9,7 @@ Writes OUT/results.json (every figure), OUT/summary.md and OUT/*.png; see evalua
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -29,22 +30,35 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="N", help="noise seeds (default 0 1 2; quick: 0 1)")
     p.add_argument("--n-reports", type=int, metavar="N", help="held-out reports (default 100; quick: 4)")
+    p.add_argument("--n-calibration", type=int, metavar="N",
+                   help="lesion reports swept over the density grid (default 20; quick: 2)")
+    p.add_argument("--alignment-subjects", type=int, metavar="N",
+                   help="real phantoms that train the alignment model (default 200; quick: 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from medgen.evaluation import run_evaluation
+    from medgen.evaluation.suite import QUICK, EvalSettings
     from medgen.pipelines.default_model import resolve_model_path
     from medgen.pipelines.validation import check_device
 
     device = check_device(args.device)
     if args.manifest is not None and not args.manifest.is_file():
         raise FileNotFoundError(f"--manifest {args.manifest}: no such file")
-    if args.n_reports is not None and args.n_reports < 1:
-        raise ValueError(f"--n-reports must be >= 1, got {args.n_reports}")
+    for name in ("n_reports", "n_calibration", "alignment_subjects"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    settings = dataclasses.replace(QUICK if args.quick else EvalSettings())
+    if args.n_calibration is not None:
+        settings.n_calibration = args.n_calibration
+    if args.alignment_subjects is not None:
+        settings.n_train_alignment = args.alignment_subjects
     results = run_evaluation(resolve_model_path(args.model), args.out, quick=args.quick, data_manifest=args.manifest,
-                             device=device, seeds=args.seeds, n_reports=args.n_reports, overwrite=args.overwrite)
+                             device=device, seeds=args.seeds, n_reports=args.n_reports, settings=settings,
+                             overwrite=args.overwrite)
     meta = results["meta"]
     print(f"evaluated {meta['model_name']} ({meta['n_generated_total']} volumes, {meta['elapsed_s']:.0f} s): "
           f"{args.out / 'summary.md'}")
