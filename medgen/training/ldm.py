@@ -18,6 +18,7 @@ Output: ``<output_dir>/pipeline/`` written by `ReportToVolumePipeline.save_pretr
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -136,7 +137,7 @@ class LDMTrainer:
         self.clipper = GradClipper(self.tc.get("grad_clip"))
         self.generator = torch.Generator().manual_seed(self.seed + 1000 * self.ctx.rank)
         seed_everything(self.seed + 1000 * self.ctx.rank)
-        self.stage_ends = list(torch.tensor([int(s["steps"]) for s in self.tc["stages"]]).cumsum(0).tolist())
+        self.stage_ends = list(itertools.accumulate(int(s["steps"]) for s in self.tc["stages"]))
         self.total = self.stage_ends[-1]
         self.checkpoints = CheckpointManager(self.out / "checkpoints" / "ldm", keep_last=int(self.tc.get("keep_last", 3)),
                                              enabled=self.ctx.is_main)
