@@ -3,7 +3,7 @@
 Builds N phantoms with random findings (`sample_findings`), analyzes each volume from its HU alone,
 compares with the truth (`compare_findings`) and writes per-attribute accuracy:
 
-    .venv/bin/python evaluation/validate_analyzer.py --n 200 --shape 64 --spacing 5 --seed 13 \
+    .venv/bin/python evaluation/validate_analyzer.py --n 200 --shape 64 --spacing 5 --seed 17 \
         --check-shape 128 --check-spacing 2.5 --check-n 3
 
 Outputs evaluation/analyzer_accuracy.md (tables, targets, calibrated thresholds) and
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     write_markdown(args.out.with_suffix(".md"), summary, check, args)
     payload = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "summary": summary, "thresholds": thresholds(), "check": check, "records": records}
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
+    args.out.with_suffix(".json").write_text(json.dumps(payload, separators=(",", ":"), default=float))
     for key, target, text in TARGETS:
         print(f"{text:60s} {_fmt(summary[key]):>22s}  target {100 * target:.0f} %")
     return 0
