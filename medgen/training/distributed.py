@@ -58,14 +58,6 @@ class DistContext:
         if self.distributed:
             dist.barrier()
 
-    def all_mean(self, value: float) -> float:
-        """Mean of a float over ranks (for logging)."""
-        if not self.distributed:
-            return float(value)
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(t)
-        return float(t.item()) / self.world_size
-
     def broadcast_object(self, obj):
         """Rank 0's `obj` on every rank."""
         if not self.distributed:

@@ -89,8 +89,7 @@ def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: boo
 
     Under torchrun rank 0 encodes while the others wait.
     """
-    from medgen.data.manifest import read_manifest
-    from medgen.training.vae import load_autoencoder
+    from medgen.training.vae import load_autoencoder, load_splits
 
     ctx = ctx or init_distributed(device)
     out_dir = resolve_path(config["output_dir"], config)
@@ -101,11 +100,11 @@ def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: boo
         if force or not _is_fresh(path, key):
             autoencoder, ae_config = load_autoencoder(ae_dir, ctx.device)
             scale = float(ae_config.get("scale_factor", 1.0))
-            rows = read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True))
+            rows = load_splits(config)
             batch_size = int(config.get("train_vae", {}).get("batch_size", 4))
             tensors, splits = {}, {}
             for split in SPLITS:
-                chosen = [r for r in rows if r["split"] == split]
+                chosen = rows[split]
                 if chosen:
                     tensors[split] = _encode_rows(config, chosen, autoencoder, scale, ctx.device, batch_size,
                                                   progress, f"encoding {split}").contiguous()

@@ -35,7 +35,7 @@ from medgen.training.common import (
 from medgen.training.distributed import DistContext, init_distributed
 from medgen.training.state import GradClipper, set_learning_rates
 
-__all__ = ["train_vae", "VAETrainer", "kl_divergence", "load_autoencoder", "save_autoencoder", "load_split"]
+__all__ = ["train_vae", "VAETrainer", "kl_divergence", "load_autoencoder", "save_autoencoder", "load_splits"]
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) summed over latent elements, averaged over the batch (MONAI tutorials)."""
@@ -73,12 +73,14 @@ def load_autoencoder(path, device="cpu"):
     return model.to(device).eval(), config
 
 
-def load_split(config: dict, split: str) -> list[dict]:
-    """Manifest rows of `split` ("train" / "val") from ``config["data"]["manifest"]``."""
+def load_splits(config: dict) -> dict[str, list[dict]]:
+    """Manifest rows of ``config["data"]["manifest"]`` by split ("train", "val", "test")."""
     from medgen.data.manifest import read_manifest
 
-    rows = read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True))
-    return [r for r in rows if r["split"] == split]
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for row in read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True)):
+        splits[row["split"]].append(row)
+    return splits
 
 
 def _dataset(config: dict, rows: list[dict]):
@@ -135,10 +137,11 @@ class VAETrainer:
         self.opt_d = make_optimizer(self.discriminator.parameters(), self.tc["lr"])
         self.clip_g = GradClipper(self.tc.get("grad_clip"))
         self.clip_d = GradClipper(self.tc.get("grad_clip"))
-        self.train_rows = load_split(config, "train")
+        splits = load_splits(config)
+        self.train_rows = splits["train"]
         if not self.train_rows:
             raise ValueError(f"{config['data']['manifest']}: no rows with split 'train' to train on")
-        self.val_rows = load_split(config, "val") or self.train_rows[:1]
+        self.val_rows = splits["val"] or self.train_rows[:1]
         from medgen.data.transforms import collate_reports
 
         self.dataset = _dataset(config, self.train_rows)
