@@ -59,18 +59,23 @@ def write_sidecar(image_path, data: dict) -> Path:
     return path
 
 
-def read_sidecar(image_path) -> dict:
-    """Read the sidecar of `image_path` (InputFileError if it is missing or not a JSON object)."""
-    path = sidecar_path(image_path)
+def read_json_object(path, *, missing: str = "file not found") -> dict:
+    """A JSON object from `path`; InputFileError (naming the file) if missing, corrupt or not an object."""
+    path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "sidecar JSON not found")
+        raise InputFileError(path, missing)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputFileError(path, f"sidecar is not valid JSON ({err})") from None
+        raise InputFileError(path, f"corrupt JSON ({err})") from None
     if not isinstance(data, dict):
-        raise InputFileError(path, f"sidecar must hold a JSON object, got {type(data).__name__}")
+        raise InputFileError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_sidecar(image_path) -> dict:
+    """Read the sidecar of `image_path` (InputFileError if it is missing or not a JSON object)."""
+    return read_json_object(sidecar_path(image_path), missing="sidecar JSON not found")
 
 
 def provenance(**fields) -> dict:

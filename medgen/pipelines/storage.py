@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from medgen.errors import InputFileError, ModelNotFoundError
+from medgen.io.sidecar import read_json_object
 
 INDEX_NAME = "model_index.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,15 +36,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 def read_json(path: Path) -> dict:
     """A JSON object from `path` (InputFileError if missing, not UTF-8/JSON, or not an object)."""
-    if not path.is_file():
-        raise InputFileError(path, "file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputFileError(path, f"corrupt JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise InputFileError(path, f"expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path)
 
 
 def write_json(path: Path, data: dict) -> None:
