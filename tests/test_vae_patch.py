@@ -2,7 +2,7 @@
 
 import torch
 
-from medgen.training.vae import random_patch
+from medgen.training.vae import random_patch, training_crop
 
 
 def test_random_patch_shape_and_content():
@@ -26,3 +26,10 @@ def test_random_patch_larger_than_volume_returns_volume():
     x = torch.randn(1, 1, 8, 8, 8)
     assert random_patch(x, 8, seed=0, step=0) is x
     assert random_patch(x, 16, seed=0, step=0) is x
+
+
+def test_training_crop_switches_to_whole_volumes_for_the_last_steps():
+    tc = {"steps": 10, "patch_size": 32, "full_volume_steps": 3}
+    assert [training_crop(tc, s) for s in range(10)] == [32] * 7 + [None] * 3
+    assert training_crop({"steps": 10, "patch_size": 32}, 9) == 32  # no whole-volume phase by default
+    assert training_crop({"steps": 10, "patch_size": None, "full_volume_steps": 3}, 0) is None

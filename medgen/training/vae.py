@@ -92,8 +92,9 @@ def _dataset(config: dict, rows: list[dict]):
 def random_patch(x: torch.Tensor, patch: int, *, seed: int, step: int) -> torch.Tensor:
     """Random cubic crop of side `patch` from (B, C, X, Y, Z), drawn from (seed, step) so resumes repeat it.
 
-    The VAE is convolutional, so training on patches is much cheaper than whole volumes and still
-    learns a decoder that works on the full grid.
+    The VAE is convolutional, so training on patches is much cheaper than whole volumes.  Its GroupNorm
+    statistics are those of a patch, though, so a whole-volume encode/decode drifts from what was
+    learned: finish with some whole-volume steps (`training_crop`).
     """
     sizes = x.shape[2:]
     if patch >= min(sizes):
@@ -101,6 +102,17 @@ def random_patch(x: torch.Tensor, patch: int, *, seed: int, step: int) -> torch.
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     starts = [int(torch.randint(0, size - patch + 1, (1,), generator=gen)) for size in sizes]
     return x[(..., *[slice(s, s + patch) for s in starts])]
+
+
+def training_crop(tc: dict, step: int) -> int | None:
+    """Patch side for training step `step` (0-based), or None for whole volumes.
+
+    ``train_vae.patch_size`` crops every step except the last ``train_vae.full_volume_steps`` ones.
+    """
+    patch = tc.get("patch_size")
+    if not patch or step >= int(tc["steps"]) - int(tc.get("full_volume_steps") or 0):
+        return None
+    return int(patch)
 
 
 def _image(batch: dict, device: torch.device) -> torch.Tensor:
@@ -268,8 +280,9 @@ class VAETrainer:
         try:
             while self.step < total:
                 x = _image(next(batches), self.device)
-                if tc.get("patch_size"):
-                    x = random_patch(x, int(tc["patch_size"]), seed=self.seed, step=self.step)
+                patch = training_crop(tc, self.step)
+                if patch:
+                    x = random_patch(x, patch, seed=self.seed, step=self.step)
                 logs = self.train_step(x)
                 bar.update()
                 bar.set_postfix(l1=f"{logs['vae/l1']:.4f}")
