@@ -76,3 +76,16 @@ def test_grid_one_row_per_volume(tmp_path):
     assert height == PAD + (2 * LABEL_H + 256 + PAD) * 2
     with pytest.raises(ValueError, match="captions"):
         render_grid([small], ["a", "b"], tmp_path / "bad.png")
+
+
+def test_grid_rows_slice_through_their_own_centres(tmp_path):
+    marker = phantom().world_coordinates((32, 22, 13))
+    centred = render_grid([phantom()], ["centre"], tmp_path / "c.png")
+    through = render_grid([phantom()], ["marker"], tmp_path / "m.png", centers_mm=[marker])
+    top = PAD + 2 * LABEL_H  # caption band, then the panel-name band
+    box = (PAD, top, PAD + 256, top + 192)
+    assert len(bright_columns(centred, box)[0]) == 0  # the centre slice misses the block
+    rows, cols = bright_columns(through, box)
+    assert len(cols) > 0 and cols.max() < 256 / 2  # the block, on the patient's right
+    with pytest.raises(ValueError, match="centers_mm"):
+        render_grid([phantom()], ["a"], tmp_path / "bad.png", centers_mm=[marker, marker])

@@ -125,16 +125,20 @@ def render_orthogonal(
     return _save_png(canvas, path, overwrite)
 
 
-def render_grid(volumes: list[Volume], captions: list[str], path, *, window=LUNG_WINDOW) -> Path:
-    """Write a PNG with one row per volume: its caption, then axial and coronal centre slices.
+def render_grid(volumes: list[Volume], captions: list[str], path, *, window=LUNG_WINDOW, centers_mm=None) -> Path:
+    """Write a PNG with one row per volume: its caption, then axial and coronal slices.
 
     Rows are stacked top to bottom in the order given; each volume gets its own display spacing.
+    `centers_mm`: one RAS+ point (or None = the volume's centre) per volume for its slices to go through.
     """
     if len(volumes) == 0:
         raise ValueError("`volumes` must hold at least one volume")
     if len(captions) != len(volumes):
         raise ValueError(f"`captions` must have one entry per volume: got {len(captions)} for {len(volumes)} volumes")
-    rows = [_panels(v, window, None, VIEWS[:2]) for v in volumes]
+    centers_mm = [None] * len(volumes) if centers_mm is None else list(centers_mm)
+    if len(centers_mm) != len(volumes):
+        raise ValueError(f"`centers_mm` must have one entry per volume: got {len(centers_mm)} for {len(volumes)} volumes")
+    rows = [_panels(v, window, c, VIEWS[:2]) for v, c in zip(volumes, centers_mm, strict=True)]
     row_heights = [LABEL_H + LABEL_H + max(p.height for p in panels) + PAD for panels in rows]
     width = max(PAD + sum(p.width + PAD for p in panels) for panels in rows)
     canvas = Image.new("RGB", (width, PAD + sum(row_heights)), BACKGROUND)
