@@ -87,7 +87,7 @@ def main() -> None:
     ]
     for name, (errs, folder, _) in rows.items():
         lines.append(f"| {name} (`{folder}`) | " + " | ".join(f"{errs[t]:.3f}" for t in TIMESTEPS) + " |")
-    lines.append(f"| mean image | " + " | ".join(f"{floor:.3f}" for _ in TIMESTEPS) + " |")
+    lines.append("| mean image | " + " | ".join(f"{floor:.3f}" for _ in TIMESTEPS) + " |")
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
