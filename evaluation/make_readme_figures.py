@@ -67,8 +67,8 @@ def example_grid(pipe, names: list[str], out: Path, seed: int) -> None:
 
 
 def density_sweep(pipe, out: Path, seed: int) -> list[tuple[float, float, float | None]]:
-    results = pipe([SWEEP_REPORT] * len(SWEEP_DENSITIES), density=list(SWEEP_DENSITIES), seed=seed, progress=False)
-    volumes = [r.volume for r in results]
+    # one call per density with the same seed: the same initial noise, only the control changes
+    volumes = [pipe(SWEEP_REPORT, density=d, seed=seed, progress=False).volume for d in SWEEP_DENSITIES]
     analyses = [analyze_volume(v) for v in volumes]
     fallback = next((centre_of(a) for a in reversed(analyses) if centre_of(a) is not None), None)
     rows, captions, centres = [], [], []

@@ -3,6 +3,8 @@ fidelity and calibration scorers, and the building blocks (retrieval, MS-SSIM, M
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 
@@ -40,12 +42,14 @@ def quick(tiny_pipeline_dir, tmp_path_factory):
     from medgen.evaluation import run_evaluation
 
     out = tmp_path_factory.mktemp("evaluation") / "tiny"
-    results = run_evaluation(tiny_pipeline_dir, out, quick=True)
-    return results, out, json.loads((out / "results.json").read_text())
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        results = run_evaluation(tiny_pipeline_dir, out, quick=True, progress=True)
+    return results, out, json.loads((out / "results.json").read_text()), stderr.getvalue()
 
 
 def test_quick_run_writes_every_section(quick):
-    results, out, saved = quick
+    results, out, saved, _ = quick
     assert set(saved) >= {"fidelity", "calibration", "realism", "alignment", "speed", "bars", "meta"}
     for name in ("summary.md", "results.json", "fidelity.png", "calibration.png", "diversity.png", "speed.png",
                  "alignment_model/model.safetensors", "alignment_model/config.json"):
@@ -59,7 +63,7 @@ def test_quick_run_writes_every_section(quick):
 
 
 def test_quick_run_counts_match_the_request(quick):
-    results, _, saved = quick
+    results, _, saved, _ = quick
     fid, cal = saved["fidelity"], saved["calibration"]
     assert fid["n_reports"] == 4 and fid["n_seeds"] == 2 and fid["n_generated"] == 8
     assert len(fid["records"]) == 8 and fid["languages"] == {"en": 2, "zh": 2}
@@ -71,7 +75,7 @@ def test_quick_run_counts_match_the_request(quick):
 
 
 def test_quick_run_figures_are_in_range(quick):
-    _, _, saved = quick
+    _, _, saved, _ = quick
     for name, r in saved["alignment"]["retrieval"].items():
         assert 0.0 <= r["top1"] <= r["top5"] <= 1.0, name
         assert 1.0 <= r["mean_rank"] <= r["n_candidates"] == 4
@@ -98,7 +102,7 @@ def test_quick_run_calibration_points_come_from_real_generations(quick, tiny_pip
     from medgen.metrics import analyze_volume
     from medgen.pipelines import ReportToVolumePipeline
 
-    _, _, saved = quick
+    _, _, saved, _ = quick
     point = saved["calibration"]["points"][3]
     settings = saved["meta"]["settings"]
     cases = make_heldout_cases(settings["n_reports"], shape=(32,) * 3, spacing=(10.0,) * 3,
@@ -118,7 +122,7 @@ def test_quick_run_diversity_comes_from_real_generations(quick, tiny_pipeline_di
     from medgen.metrics import analyze_volume, compare_findings
     from medgen.pipelines import ReportToVolumePipeline
 
-    _, _, saved = quick
+    _, _, saved, _ = quick
     settings = saved["meta"]["settings"]
     cases = make_heldout_cases(4, shape=(32,) * 3, spacing=(10.0,) * 3, seed=settings["case_seed"])
     pipe = ReportToVolumePipeline.from_pretrained(tiny_pipeline_dir)
@@ -133,7 +137,7 @@ def test_quick_run_diversity_comes_from_real_generations(quick, tiny_pipeline_di
 
 
 def test_saved_alignment_model_reloads(quick):
-    _, out, _ = quick
+    _, out, _, _ = quick
     model = align.AlignmentModel.load(out / "alignment_model")
     vol = make_heldout_cases(1, shape=(32,) * 3, spacing=(10.0,) * 3)[0].real
     emb = model.embed_images([vol, vol])
@@ -145,7 +149,7 @@ def test_existing_results_are_not_overwritten(quick, tiny_pipeline_dir):
     from medgen.errors import OutputExistsError
     from medgen.evaluation import run_evaluation
 
-    _, out, _ = quick
+    _, out, _, _ = quick
     with pytest.raises(OutputExistsError):
         run_evaluation(tiny_pipeline_dir, out, quick=True)
 
@@ -315,3 +319,12 @@ def test_heldout_cases_alternate_languages_and_use_heldout_families():
     assert all(c.real.shape == (32, 32, 32) for c in cases)
     with pytest.raises(ValueError, match="must be >= 1"):
         make_heldout_cases(0, shape=(32,) * 3, spacing=(10.0,) * 3)
+
+
+def test_quick_run_reports_progress(quick):
+    results, _, _, stderr = quick
+    for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
+        assert f"medgen evaluate: {step}" in stderr
+    assert "fidelity" in stderr and "calibration" in stderr and "volume" in stderr  # the tqdm bars
+    for name, seconds in results["meta"]["timings_s"].items():
+        assert f"  {name}: {seconds:.0f} s" in stderr

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         settings.n_train_alignment = args.alignment_subjects
     results = run_evaluation(resolve_model_path(args.model), args.out, quick=args.quick, data_manifest=args.manifest,
                              device=device, seeds=args.seeds, n_reports=args.n_reports, settings=settings,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, progress=True)
     meta = results["meta"]
     print(f"evaluated {meta['model_name']} ({meta['n_generated_total']} volumes, {meta['elapsed_s']:.0f} s): "
           f"{args.out / 'summary.md'}")

@@ -41,7 +41,7 @@ def select_calibration_cases(cases: Sequence[EvalCase], n: int, *, min_diameter_
 
 def score_calibration(cases: Sequence[EvalCase], generate: Callable, seeds: Sequence[int], *,
                       densities: Sequence[float] = DENSITY_GRID, analyze: Callable | None = None,
-                      calibrate: Callable | None = None) -> dict:
+                      calibrate: Callable | None = None, progress: bool = False) -> dict:
     """Generate each case at each density and seed (one batch per case and seed), measure lesion HU.
 
     Args:
@@ -50,6 +50,7 @@ def score_calibration(cases: Sequence[EvalCase], generate: Callable, seeds: Sequ
         seeds: noise seeds.
         densities: requested d values.
         analyze, calibrate: default `medgen.metrics.analyze_volume` / `density_calibration`.
+        progress: show a tqdm bar (volumes generated).
 
     Returns:
         dict with the per-volume ``points`` (case, seed, d, target_hu, measured_hu), ``per_density``
@@ -62,14 +63,20 @@ def score_calibration(cases: Sequence[EvalCase], generate: Callable, seeds: Sequ
         analyze, calibrate = analyze or analyze_volume, calibrate or density_calibration
     if not cases:
         raise ValueError("density calibration needs at least one case with a lesion")
+    from tqdm.auto import tqdm
+
     densities = [float(d) for d in densities]
     points = []
+    bar = tqdm(total=len(cases) * len(seeds) * len(densities), desc="calibration", unit="volume",
+               disable=not progress)
     for case in cases:
         for seed in seeds:
             volumes = generate([case.report] * len(densities), seed=int(seed), density=densities)
+            bar.update(len(volumes))
             for d, volume in zip(densities, volumes, strict=True):
                 points.append({"case": case.index, "seed": int(seed), "d": d, "target_hu": density_to_hu(d),
                                "measured_hu": largest_lesion_hu(analyze(volume))})
+    bar.close()
     found = [p for p in points if p["measured_hu"] is not None]
     per_density = {}
     for d in densities:

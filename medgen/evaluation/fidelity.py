@@ -196,7 +196,7 @@ def without_centres(findings: Findings) -> Findings:
 
 
 def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequence[int], *, batch_size: int = 4,
-                   analyze: Callable | None = None, compare: Callable | None = None):
+                   analyze: Callable | None = None, compare: Callable | None = None, progress: bool = False):
     """Generate every case's report with every seed, analyze, compare with the truth.
 
     Args:
@@ -205,6 +205,7 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
         seeds: one generation per case and seed; batch k of a seed uses seed ``1000 * seed + k``.
         batch_size: reports per generator call.
         analyze, compare: default `medgen.metrics.analyze_volume` / `compare_findings`.
+        progress: show a tqdm bar (volumes generated).
 
     Returns:
         (summary dict, {(case index, seed): Volume} of the generated volumes, list of per-volume records).
@@ -215,9 +216,12 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
         analyze, compare = analyze or analyze_volume, compare or compare_findings
     if not seeds:
         raise ValueError("`seeds` must hold at least one seed")
+    from tqdm.auto import tqdm
+
     batch_size = max(1, int(batch_size))
     generated: dict[tuple[int, int], Volume] = {}
     records = []
+    bar = tqdm(total=len(cases) * len(seeds), desc="fidelity", unit="volume", disable=not progress)
     for seed in seeds:
         for k, start in enumerate(range(0, len(cases), batch_size)):
             batch = list(cases[start:start + batch_size])
@@ -229,6 +233,8 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
                 truth = without_centres(case.findings)
                 row = attribute_record(compare(truth, analyze(volume)), truth)
                 records.append({"case": case.index, "seed": int(seed), "language": case.language, **row})
+            bar.update(len(batch))
+    bar.close()
     summary = {
         "n_reports": len(cases),
         "n_seeds": len(seeds),

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ def check_bars(results: dict) -> dict:
 
 def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=None, device="cpu", seeds=None,
                    n_reports: int | None = None, settings: EvalSettings | None = None,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, progress: bool = False) -> dict:
     """Evaluate a saved `ReportToVolumePipeline`; writes ``out_dir/{results.json, summary.md, *.png}``.
 
     Args:
@@ -179,6 +180,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
         n_reports: number of held-out reports (overrides the settings).
         settings: full control over sizes (default: full run, or `QUICK`).
         overwrite: replace an existing results.json.
+        progress: print each section as it starts (stderr) and show tqdm bars while generating.
 
     Returns:
         The results (the same content as results.json).
@@ -202,30 +204,39 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
 
     def lap(name, t0):
         timings[name] = round(time.perf_counter() - t0, 2)
+        say(f"  {name}: {timings[name]:.0f} s")
+
+    def say(message):
+        if progress:
+            print(f"medgen evaluate: {message}", file=sys.stderr, flush=True)
 
     pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
     shape, spacing = tuple(pipe.config["shape"]), tuple(pipe.config["spacing"])
     generate = PipelineGenerator(pipe, num_inference_steps=settings.num_inference_steps)
     results: dict = {}
     # 1. Held-out cases
+    say(f"1/6 building {settings.n_reports} held-out cases")
     t0 = time.perf_counter()
     cases = make_heldout_cases(settings.n_reports, shape=shape, spacing=spacing, seed=settings.case_seed)
     real_b = [make_phantom(c.findings, shape=shape, spacing=spacing, seed=c.subject_seed + 50_000).image for c in cases]
     lap("cases", t0)
     # 2. Report fidelity
+    say(f"2/6 report fidelity: {settings.n_reports} reports x {len(settings.seeds)} seeds")
     t0 = time.perf_counter()
     results["fidelity"], generated, records = score_fidelity(cases, generate, settings.seeds,
-                                                             batch_size=settings.batch_size)
+                                                             batch_size=settings.batch_size, progress=progress)
     results["fidelity"]["records"] = records
     lap("fidelity", t0)
     # 3. Density calibration
+    say("3/6 density calibration")
     t0 = time.perf_counter()
     cal_cases = _calibration_cases(cases, settings, shape, spacing)
     results["calibration"] = {**score_calibration(cal_cases, generate, settings.calibration_seeds,
-                                                  densities=settings.densities),
+                                                  densities=settings.densities, progress=progress),
                               "min_lesion_diameter_mm": settings.min_calibration_diameter_mm}
     lap("calibration", t0)
     # 4. Alignment model + retrieval
+    say(f"4/6 alignment model ({settings.n_train_alignment} real subjects, {settings.alignment_steps} steps) and retrieval")
     t0 = time.perf_counter()
     volumes, reports, findings, source = _alignment_pairs(settings, shape, spacing, data_manifest)
     model, history = align.train_alignment(pipe.text_encoder, volumes, reports, findings,
@@ -235,10 +246,12 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
                             "retrieval": _retrieval(model, pipe.text_encoder, cases, generated, settings.seeds, real_b)}
     lap("alignment", t0)
     # 5. Realism and diversity
+    say("5/6 realism and diversity")
     t0 = time.perf_counter()
     results["realism"] = _realism(cases, generated, settings.seeds, real_b, model)
     lap("realism", t0)
     # 6. Speed and memory
+    say("6/6 speed and memory")
     t0 = time.perf_counter()
     shapes = settings.speed_shapes
     if not shapes:  # quick: the model's own grid; full: 64^3 (CPU) or 64/128/256^3 (GPU)
