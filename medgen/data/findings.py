@@ -103,7 +103,7 @@ class Findings:
         if not self.lesions:
             return None
         weights = [lesion.diameter_mm**3 for lesion in self.lesions]
-        return sum(w * lesion.density for w, lesion in zip(weights, self.lesions)) / sum(weights)
+        return sum(w * lesion.density for w, lesion in zip(weights, self.lesions, strict=True)) / sum(weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
