@@ -70,7 +70,10 @@ def main() -> None:
                         "detected_fraction": cal.get("detected_fraction")})
     text = "\n".join([
         "# Sampler settings sweep", "",
-        f"Command: `.venv/bin/python evaluation/sweep_sampling.py --model {args.model} --out {args.out}`", "",
+        f"Command: `.venv/bin/python evaluation/sweep_sampling.py --model {args.model} --out {args.out} "
+        f"--steps {' '.join(map(str, args.steps))} --text-weights {' '.join(f'{w:g}' for w in args.text_weights)} "
+        f"--density-weights {' '.join(f'{w:g}' for w in args.density_weights)} --n-reports {args.n_reports} "
+        f"--n-calibration {args.n_calibration}`", "",
         f"Model: {pipe.config.get('name')}; {args.n_reports} held-out reports (EN/ZH) for fidelity, "
         f"{len(calib)} lesion reports (>= 25 mm) at d = 0, 0.5, 1 for calibration; seed 0; CPU.", "",
         *rows, "", *table, ""])
