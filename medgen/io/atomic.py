@@ -25,6 +25,13 @@ def check_output_path(path, overwrite: bool = False) -> Path:
     return path
 
 
+def _default_mode(directory: bool) -> int:
+    """Permissions a plain open()/mkdir() would give under the current umask (mkstemp/mkdtemp use 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path, overwrite: bool = True):
     """Yield a temporary path next to `path` (same suffixes); rename onto `path` only on success."""
@@ -38,6 +45,8 @@ def atomic_path(path, overwrite: bool = True):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # else the caller's os.replace fails below with the real error
+            os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -54,6 +63,7 @@ def atomic_dir(path, overwrite: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
