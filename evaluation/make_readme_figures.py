@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medgen.evaluation.calibration import largest_lesion
 from medgen.metrics import analyze_volume
 from medgen.pipelines import ReportToVolumePipeline
 from medgen.pipelines.default_model import default_model_path
@@ -28,10 +29,6 @@ EXAMPLES = {
 }
 SWEEP_REPORT = "A 35 mm mass in the right lower lobe. No pleural effusion."
 SWEEP_DENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def largest_lesion(analysis):
-    return max(analysis.lesions, key=lambda lesion: lesion.diameter_mm) if analysis.lesions else None
 
 
 def describe(analysis) -> str:

@@ -157,8 +157,10 @@ def validate_config(config: dict, *, stages=("vae", "ldm")) -> None:
             _positive(tv, key, "train_vae", float)
         for key in ("kl_weight", "adv_weight"):
             _positive(tv, key, "train_vae", float, allow_zero=True)
-        for key in ("adv_start", "warmup") + (("full_volume_steps",) if tv.get("full_volume_steps") is not None else ()):
+        for key in ("adv_start", "warmup"):
             _positive(tv, key, "train_vae", int, allow_zero=True)
+        if tv.get("full_volume_steps") is not None:  # optional
+            _positive(tv, "full_volume_steps", "train_vae", int, allow_zero=True)
         validate_grad_clip(tv.get("grad_clip"), "train_vae.grad_clip")
     if "ldm" in stages:
         tl = config["train_ldm"]

@@ -12,21 +12,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from medgen.evaluation.fidelity import EvalCase
 from medgen.volume import density_to_hu
 
-__all__ = ["DENSITY_GRID", "largest_lesion_hu", "score_calibration", "select_calibration_cases"]
+__all__ = ["DENSITY_GRID", "largest_lesion", "largest_lesion_hu", "score_calibration", "select_calibration_cases"]
 
 DENSITY_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def largest_lesion(analysis):
+    """The largest (by diameter) measured lesion of an `Analysis`, or None when none was found."""
+    lesions = list(getattr(analysis, "lesions", None) or [])
+    return max(lesions, key=lambda lesion: float(lesion.diameter_mm)) if lesions else None
+
+
 def largest_lesion_hu(analysis) -> float | None:
     """Mean HU of the largest lesion in an `Analysis` (None when none was found)."""
-    lesions = list(getattr(analysis, "lesions", None) or [])
-    if not lesions:
+    largest = largest_lesion(analysis)
+    if largest is None:
         return None
-    largest = max(lesions, key=lambda lesion: float(lesion.diameter_mm))
     value = float(largest.mean_hu)
     return value if np.isfinite(value) else None
 
@@ -63,8 +69,6 @@ def score_calibration(cases: Sequence[EvalCase], generate: Callable, seeds: Sequ
         analyze, calibrate = analyze or analyze_volume, calibrate or density_calibration
     if not cases:
         raise ValueError("density calibration needs at least one case with a lesion")
-    from tqdm.auto import tqdm
-
     densities = [float(d) for d in densities]
     points = []
     bar = tqdm(total=len(cases) * len(seeds) * len(densities), desc="calibration", unit="volume",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from medgen.data.findings import Findings
 from medgen.volume import Volume
@@ -216,8 +217,6 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
         analyze, compare = analyze or analyze_volume, compare or compare_findings
     if not seeds:
         raise ValueError("`seeds` must hold at least one seed")
-    from tqdm.auto import tqdm
-
     batch_size = max(1, int(batch_size))
     generated: dict[tuple[int, int], Volume] = {}
     records = []

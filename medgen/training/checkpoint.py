@@ -157,7 +157,7 @@ def _fsync(path: Path) -> None:
 
 def save_checkpoint(directory, step: int, *, weights: dict[str, dict[str, torch.Tensor]], state: dict,
                     keep_last: int = 3, meta: dict | None = None) -> Path:
-    """Write checkpoint ``directory/step-XXXXXXXX`` atomically, point `latest` at it, keep the last `keep_last`.
+    """Write checkpoint ``directory/step-<step, 8 digits>`` atomically, point `latest` at it, keep the last `keep_last`.
 
     Args:
         weights: module name -> state dict (tensors), one safetensors file each.

@@ -15,7 +15,15 @@ from torch.utils.data import DataLoader
 
 from medgen.training.distributed import DistContext, ResumableSampler
 
-__all__ = ["BatchStream", "RunLogger", "autocast", "finite_step", "make_optimizer", "seed_everything"]
+__all__ = ["BatchStream", "RunLogger", "autocast", "finite_step", "make_optimizer", "run_and_close", "seed_everything"]
+
+
+def run_and_close(trainer):
+    """``trainer.run()``, then release its distributed context (process group) whatever happens."""
+    try:
+        return trainer.run()
+    finally:
+        trainer.ctx.close()
 
 
 def seed_everything(seed: int) -> None:

@@ -34,6 +34,7 @@ from medgen.training.common import (
     autocast,
     finite_step,
     make_optimizer,
+    run_and_close,
     seed_everything,
 )
 from medgen.training.distributed import DistContext, init_distributed
@@ -321,8 +322,4 @@ def train_ldm(config: dict, *, resume: bool = False, device=None, progress: bool
         device: "cpu" / "cuda" (default: CUDA when available); under torchrun each rank uses its own GPU.
         progress: tqdm progress bars (rank 0).
     """
-    trainer = LDMTrainer(config, resume=resume, device=device, progress=progress)
-    try:
-        return trainer.run()
-    finally:
-        trainer.ctx.close()
+    return run_and_close(LDMTrainer(config, resume=resume, device=device, progress=progress))

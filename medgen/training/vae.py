@@ -30,6 +30,7 @@ from medgen.training.common import (
     autocast,
     finite_step,
     make_optimizer,
+    run_and_close,
     seed_everything,
 )
 from medgen.training.distributed import DistContext, init_distributed
@@ -314,8 +315,4 @@ def train_vae(config: dict, *, resume: bool = False, device=None, progress: bool
         device: "cpu", "cuda" (default: CUDA when available); under torchrun each rank uses its own GPU.
         progress: tqdm progress bar (rank 0).
     """
-    trainer = VAETrainer(config, resume=resume, device=device, progress=progress)
-    try:
-        return trainer.run()
-    finally:
-        trainer.ctx.close()
+    return run_and_close(VAETrainer(config, resume=resume, device=device, progress=progress))
