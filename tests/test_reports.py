@@ -25,7 +25,7 @@ from medgen.data.findings import (
     Lesion,
 )
 from medgen.data.report_parser import implied_density, parse_report
-from medgen.data.reports import PHRASING_FAMILIES, Report, families_for, write_report
+from medgen.data.reports import HEDGING_FAMILIES, PHRASING_FAMILIES, Report, families_for, write_report
 from medgen.volume import DENSITY_WORD_DEFAULTS, density_class
 
 REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
@@ -82,13 +82,16 @@ def _score(truth: Findings, parsed: Findings, tally: Counter, totals: Counter) -
 @pytest.mark.parametrize("split", ["train", "heldout"])
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_round_trip_accuracy(language, split):
+    """The rule parser (evaluation's baseline) reads the template families; the clinical-style families
+    (hedges, corrections, numbers in words) are the learned reader's job and its baseline row shows them."""
     rng = np.random.default_rng(1234 if split == "train" else 4321)
+    families = [f for f in families_for(language, split) if f not in HEDGING_FAMILIES]
     tally, totals = Counter(), Counter()
     per_family = defaultdict(lambda: [0, 0])
     failures = []
     for _ in range(N_ROUND_TRIP):
         truth = random_findings(rng)
-        report = write_report(truth, language=language, rng=rng, split=split)
+        report = write_report(truth, language=language, rng=rng, split=split, family=str(rng.choice(families)))
         parsed = parse_report(report.text)
         t0 = sum(tally.values())
         _score(truth, parsed, tally, totals)
@@ -102,7 +105,7 @@ def test_round_trip_accuracy(language, split):
     print(f"\nround trip {language}/{split}, {N_ROUND_TRIP} reports: "
           + ", ".join(f"{name} {acc:.3f}" for name, acc in accuracy.items()))
     print("  fully correct per family: " + ", ".join(f"{f} {a}/{n}" for f, (a, n) in sorted(per_family.items())))
-    assert set(per_family) == set(families_for(language, split))
+    assert set(per_family) == set(families)
     low = {name: acc for name, acc in accuracy.items() if acc < 0.95}
     assert not low, f"attributes below 95%: {low}\n" + "\n".join(failures)
 

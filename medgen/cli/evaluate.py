@@ -34,6 +34,8 @@ def register(subparsers) -> None:
                    help="lesion reports swept over the density grid (default 20; quick: 2)")
     p.add_argument("--alignment-subjects", type=int, metavar="N",
                    help="real phantoms that train the alignment model (default 200; quick: 8)")
+    p.add_argument("--reader-only", action="store_true",
+                   help="run only the report-reader section (learned reader vs rule parser, time per report)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
     p.set_defaults(func=run)
 
@@ -58,8 +60,14 @@ def run(args: argparse.Namespace) -> int:
         settings.n_train_alignment = args.alignment_subjects
     results = run_evaluation(resolve_model_path(args.model), args.out, quick=args.quick, data_manifest=args.manifest,
                              device=device, seeds=args.seeds, n_reports=args.n_reports, settings=settings,
-                             overwrite=args.overwrite, progress=True)
+                             overwrite=args.overwrite, progress=True, reader_only=args.reader_only)
     meta = results["meta"]
+    if args.reader_only:
+        bars = results["reader"]["bars"]
+        print(f"evaluated the report reader of {meta['model_name']} ({meta['elapsed_s']:.0f} s): "
+              f"{args.out / 'summary.md'}")
+        print(json.dumps({key: round(bar["value"], 4) for key, bar in bars.items()}))
+        return 0
     print(f"evaluated {meta['model_name']} ({meta['n_generated_total']} volumes, {meta['elapsed_s']:.0f} s): "
           f"{args.out / 'summary.md'}")
     print(json.dumps({"speed_s_per_volume": results["speed"]["seconds_per_volume"]}))

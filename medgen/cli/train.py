@@ -4,6 +4,7 @@
     medgen train latents --config configs/phantom-64.yaml [--force]
     medgen train ldm --config configs/phantom-64.yaml [--resume]
     medgen train all --config configs/phantom-64.yaml [--resume]
+    medgen train reader --out runs/reader [--encoder DIR] [--steps N] [--n-train N] [--seed S]
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m medgen.cli.main train ldm --config ...`` (DDP; rank 0 writes).
 Outputs go under the config's ``output_dir``: ``autoencoder/``, ``latents/``, ``pipeline/``,
@@ -36,6 +37,37 @@ def register(subparsers) -> None:
             p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of each stage")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=run)
+    _register_reader(sub)
+
+
+def _register_reader(sub) -> None:
+    p = sub.add_parser("reader", help="train the report reader (text encoder + tagging head) on written reports")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the trained reader")
+    p.add_argument("--encoder", default=None,
+                   help="text encoder folder or cached hub id to start from (default: the embedded model's encoder)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--n-train", type=int, default=16000, help="written training reports")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_reader)
+
+
+def run_reader(args) -> int:
+    from medgen.io.atomic import check_output_path
+    from medgen.pipelines.default_model import resolve_model_path
+    from medgen.training.reader import ReaderTrainConfig, train_reader
+
+    check_output_path(args.out, overwrite=True)
+    encoder = args.encoder or str(resolve_model_path(None) / "text_encoder")
+    config = ReaderTrainConfig(encoder=encoder, out=str(args.out), n_train=args.n_train, steps=args.steps,
+                               batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    summary = train_reader(config, progress=not args.quiet)
+    scores = summary["val_scores_training_families"]
+    print(f"reader: {args.out} ({summary['train_seconds']:.0f} s; validation on training families: all-correct "
+          f"{scores['all_correct']['accuracy']:.3f})")
+    return 0
 
 
 def run(args) -> int:

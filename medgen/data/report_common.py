@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medgen.data.findings import Findings, Lesion
+from medgen.data.spans import OPEN, SEP, mark, visible
 from medgen.volume import density_class
 
 
@@ -63,12 +64,17 @@ class Measured:
         mm: written long-axis diameter (the lesion's diameter rounded to 1 mm).
         short_mm: written short axis, strictly smaller than `mm` (0 when `mm` is 1).
         solid_mm: size of the solid component (used for part-solid lesions only), < `mm`.
+        third_mm: a third (cranio-caudal) diameter for 'A × B × C' styles, <= `short_mm`.
     """
 
     lesion: Lesion
     mm: int
     short_mm: int
     solid_mm: int
+
+    @property
+    def third_mm(self) -> int:
+        return max(1, _round_half_up(self.short_mm * 0.9)) if self.short_mm > 1 else 0
 
     @property
     def lobe(self) -> str:
@@ -104,19 +110,61 @@ def _cm(mm: int) -> str:
     return f"{mm / 10:.1f}"
 
 
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+         "seventeen eighteen nineteen").split()
+_TENS = {2: "twenty", 3: "thirty", 4: "forty", 5: "fifty", 6: "sixty", 7: "seventy", 8: "eighty", 9: "ninety"}
+_ZH_DIGITS = "零一二三四五六七八九"
+
+
+def number_words(n: int) -> str:
+    """0-99 in English words: 12 -> 'twelve', 45 -> 'forty-five'."""
+    if not 0 <= n < 100:
+        raise ValueError(f"`n` must be in [0, 100), got {n}")
+    if n < 20:
+        return _ONES[n]
+    return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + _ONES[n % 10])
+
+
+def zh_number(n: int) -> str:
+    """0-99 in Chinese numerals: 12 -> '十二', 35 -> '三十五', 20 -> '二十'."""
+    if not 0 <= n < 100:
+        raise ValueError(f"`n` must be in [0, 100), got {n}")
+    if n < 10:
+        return _ZH_DIGITS[n]
+    tens, ones = divmod(n, 10)
+    return ("" if tens == 1 else _ZH_DIGITS[tens]) + "十" + ("" if ones == 0 else _ZH_DIGITS[ones])
+
+
+def _cm_words(mm: int, zh: bool = False) -> str:
+    whole, tenth = divmod(mm, 10)
+    if zh:
+        return (zh_number(whole) if whole != 2 else "两") + ("" if tenth == 0 else "点" + _ZH_DIGITS[tenth])
+    return number_words(whole) + ("" if tenth == 0 else " point " + _ONES[tenth])
+
+
 # Size styles. "A × B" styles fall back to one dimension when there is no second axis.
 def size_text(m: Measured, style: str) -> str:
     """Written size of a measured lesion.
 
     Styles: 'mm' (12 mm), 'mm-adj' (12-mm), 'cm' (1.2 cm), 'axb' (12 × 10 mm), 'axb-x' (12 x 10 mm),
-    'axb-cm' (1.2 × 1.0 cm), 'mm-mm' (12 mm x 10 mm); Chinese: 'zh-mm' (12mm), 'zh-axb' (12×10mm),
-    'zh-axb-cm' (1.2×1.0cm), 'zh-mm-mm' (12mm×10mm), 'zh-haomi' (12毫米), 'zh-cm' (1.2cm),
-    'zh-limi' (1.2厘米).
+    'axb-cm' (1.2 × 1.0 cm), 'mm-mm' (12 mm x 10 mm), 'axbxc-cm' (3.5 × 2.8 × 2.6 cm), 'by-cm' (1.2 by 1.0 cm),
+    'words-mm' (twelve millimeters), 'words-cm' (one point two centimeters), 'mm-long' (12 millimetres);
+    Chinese: 'zh-mm' (12mm), 'zh-axb' (12×10mm), 'zh-axb-cm' (1.2×1.0cm), 'zh-mm-mm' (12mm×10mm),
+    'zh-haomi' (12毫米), 'zh-cm' (1.2cm), 'zh-limi' (1.2厘米), 'zh-axbxc' (12×10×9mm), 'zh-words-mm' (十二毫米),
+    'zh-words-cm' (一点二厘米), 'zh-gongfen' (1.2公分), 'zh-axb-star' (12*10mm).
+    The result is marked as a lesion size (`medgen.data.spans`).
     """
+    return mark(_size_words(m, style), "size")
+
+
+def _size_words(m: Measured, style: str) -> str:
     a, b = m.mm, m.short_mm
     two = b > 0
-    if style in ("axb", "axb-x", "axb-cm", "mm-mm", "zh-axb", "zh-axb-cm", "zh-mm-mm") and not two:
+    if style in ("axb", "axb-x", "axb-cm", "mm-mm", "axbxc-cm", "by-cm", "zh-axb", "zh-axb-cm", "zh-mm-mm",
+                 "zh-axbxc", "zh-axb-star") and not two:
         style = "zh-mm" if style.startswith("zh") else "mm"
+    if style in ("axbxc-cm", "zh-axbxc") and not m.third_mm:
+        style = "zh-axb" if style.startswith("zh") else "axb-cm"
     table = {
         "mm": lambda: f"{a} mm",
         "mm-adj": lambda: f"{a}-mm",
@@ -125,6 +173,11 @@ def size_text(m: Measured, style: str) -> str:
         "axb-x": lambda: f"{a} x {b} mm",
         "axb-cm": lambda: f"{_cm(a)} × {_cm(b)} cm",
         "mm-mm": lambda: f"{a} mm x {b} mm",
+        "axbxc-cm": lambda: f"{_cm(a)} × {_cm(b)} × {_cm(m.third_mm)} cm",
+        "by-cm": lambda: f"{_cm(a)} by {_cm(b)} cm",
+        "words-mm": lambda: f"{number_words(a)} millimeters" if a < 100 else f"{a} mm",
+        "words-cm": lambda: f"{_cm_words(a)} centimeters" if a < 100 else f"{_cm(a)} cm",
+        "mm-long": lambda: f"{a} millimetres",
         "zh-mm": lambda: f"{a}mm",
         "zh-axb": lambda: f"{a}×{b}mm",
         "zh-axb-cm": lambda: f"{_cm(a)}×{_cm(b)}cm",
@@ -132,6 +185,11 @@ def size_text(m: Measured, style: str) -> str:
         "zh-haomi": lambda: f"{a}毫米",
         "zh-cm": lambda: f"{_cm(a)}cm",
         "zh-limi": lambda: f"{_cm(a)}厘米",
+        "zh-axbxc": lambda: f"{a}×{b}×{m.third_mm}mm",
+        "zh-words-mm": lambda: f"{zh_number(a)}毫米" if a < 100 else f"{a}毫米",
+        "zh-words-cm": lambda: f"{_cm_words(a, zh=True)}厘米" if a < 100 else f"{_cm(a)}厘米",
+        "zh-gongfen": lambda: f"{_cm(a)}公分",
+        "zh-axb-star": lambda: f"{a}*{b}mm",
     }
     if style not in table:
         raise ValueError(f"`style` must be one of {tuple(table)}, got {style!r}")
@@ -140,7 +198,9 @@ def size_text(m: Measured, style: str) -> str:
 
 def article(following: str) -> str:
     """'a' or 'an' for the word that follows (spoken numbers: 8, 11, 18, 80-89 take 'an')."""
-    word = following.lstrip()
+    word = visible(following).lstrip()
+    if word[:1].isalpha() and word.split()[0].split("-")[0].lower() in ("eight", "eighteen", "eleven", "eighty"):
+        return "an"
     digits = ""
     for ch in word:
         if not ch.isdigit():
@@ -152,4 +212,6 @@ def article(following: str) -> str:
 
 
 def capitalize(sentence: str) -> str:
-    return sentence[:1].upper() + sentence[1:] if sentence else sentence
+    """Upper-case the first visible letter (a leading span mark is skipped)."""
+    start = sentence.index(SEP) + 1 if sentence.startswith(OPEN) else 0
+    return sentence[:start] + sentence[start:start + 1].upper() + sentence[start + 1:]

@@ -43,32 +43,62 @@ from medgen.data.report_phrases_en import (
     NOUN,
     lobe_words,
 )
+from medgen.data.spans import certainty_tag, mark
 
 T, H = "train", "heldout"
 
 
-def _a(phrase: str) -> str:
+def with_article(phrase: str) -> str:
     """Phrase with its indefinite article."""
     return f"{article(phrase)} {phrase}"
 
 
-def _words(m: Measured, rng: np.random.Generator, vocab: str) -> dict:
-    """Density adjective ('d') and phrase ('post'), noun ('n') and margin word ('mg') of one lesion."""
-    post = pick(rng, DENSITY_POST[vocab][m.density]).format(solid=_a(f"{m.solid_mm} mm"))
-    return {"d": pick(rng, DENSITY_ADJ[vocab][m.density]), "post": post, "n": pick(rng, NOUN[vocab][m.kind]),
-            "mg": pick(rng, MARGIN[vocab][m.margin])}
+def lesion_words(m: Measured, rng: np.random.Generator, vocab: str, repeat: bool = False) -> dict:
+    """Density adjective ('d') and phrase ('post'), noun ('n') and margin word ('mg') of one lesion, marked;
+    `repeat`: the noun restates a lesion already described (an IMPRESSION line), tagged 'les^'."""
+    post = pick(rng, DENSITY_POST[vocab][m.density]).format(solid=with_article(f"{m.solid_mm} mm"))
+    return {"d": mark(pick(rng, DENSITY_ADJ[vocab][m.density]), f"type={m.density}"),
+            "post": mark(post, f"type={m.density}"), "n": mark(pick(rng, NOUN[vocab][m.kind]), "les^" if repeat else certainty_tag("les", m.lesion.certainty)),
+            "mg": mark(pick(rng, MARGIN[vocab][m.margin]), f"margin={m.margin}")}
 
 
-def _effusion_phrase(e: Effusion, rng: np.random.Generator, vocab: str = T) -> str:
+def _loc(m: Measured, words: str) -> str:
+    return mark(words, f"loc={m.lobe}")
+
+
+def effusion_marks(e: Effusion, grade: str, side: str, noun: str) -> tuple[str, str, str]:
+    """Grade, side and noun words of an effusion, each marked."""
+    return (mark(grade, f"egrade={e.grade}"), mark(side, f"eside={e.side}"),
+            mark(noun, certainty_tag("eff", e.certainty)))
+
+
+def emphysema_marks(x: Emphysema, grade: str, where: str, noun: str = "emphysema") -> tuple[str, str, str]:
+    """Grade, noun and distribution words of emphysema, each marked (the distribution only when said)."""
+    return mark(grade, f"xgrade={x.grade}"), mark(noun, certainty_tag("emph", x.certainty)), _where(x, where)
+
+
+def _where(x: Emphysema, where: str) -> str:
+    """Mark the distribution words, keeping any leading ', ' / ' with ' outside the mark."""
+    body = where.lstrip(" ,")
+    for lead in ("with ", "in ", "and "):
+        if body.startswith(lead):
+            body = body[len(lead):]
+    return where[:len(where) - len(body)] + mark(body, f"xdist={x.distribution}")
+
+
+def effusion_phrase(e: Effusion, rng: np.random.Generator, vocab: str = T) -> str:
     """'small left pleural effusion' / 'moderate bilateral pleural effusions' (no article)."""
     noun = "pleural effusions" if e.side == "bilateral" else "pleural effusion"
-    return f"{pick(rng, EFFUSION_GRADE[vocab][e.grade])} {pick(rng, EFFUSION_SIDE[vocab][e.side])} {noun}"
+    grade, side, noun = effusion_marks(e, pick(rng, EFFUSION_GRADE[vocab][e.grade]),
+                                       pick(rng, EFFUSION_SIDE[vocab][e.side]), noun)
+    return f"{grade} {side} {noun}"
 
 
-def _emphysema_phrase(x: Emphysema, rng: np.random.Generator, vocab: str = T, kind: str = "") -> str:
+def emphysema_phrase(x: Emphysema, rng: np.random.Generator, vocab: str = T, kind: str = "") -> str:
     """'moderate centrilobular emphysema, upper lobe predominant' (no article)."""
     where = pick(rng, EMPHYSEMA_UPPER[vocab] if x.upper_predominant else EMPHYSEMA_DIFFUSE[vocab])
-    return f"{pick(rng, EMPHYSEMA_GRADE[vocab][x.grade])} {kind + ' ' if kind else ''}emphysema{where}"
+    grade, noun, where = emphysema_marks(x, pick(rng, EMPHYSEMA_GRADE[vocab][x.grade]), where)
+    return f"{grade} {kind + ' ' if kind else ''}{noun}{where}"
 
 
 def _negations(f: Findings, rng: np.random.Generator, vocab: str, p: float = 0.7) -> list[str]:
@@ -83,14 +113,14 @@ def _impression(f: Findings, ms: list[Measured], rng: np.random.Generator) -> li
     """Numbered IMPRESSION lines in training vocabulary; a normal-study sentence when nothing is found."""
     items = []
     for m in ms:
-        w = _words(m, rng, T)
+        w = lesion_words(m, rng, T, repeat=True)
         lobe = lobe_words(m.lobe, rng, ("full", "abbr"))
         items.append(capitalize(pick(rng, (f"{size_text(m, 'mm')} {w['d']} {w['n']}, {lobe}.",
                                            f"{lobe} {w['d']} {w['n']} ({size_text(m, 'mm')})."))))
     if f.effusion:
-        items.append(capitalize(_effusion_phrase(f.effusion, rng) + "."))
+        items.append(capitalize(effusion_phrase(f.effusion, rng) + "."))
     if f.emphysema:
-        items.append(capitalize(_emphysema_phrase(f.emphysema, rng) + "."))
+        items.append(capitalize(emphysema_phrase(f.emphysema, rng) + "."))
     return numbered(items) if items else [pick(rng, NORMAL[T])]
 
 
@@ -99,19 +129,19 @@ def sectioned(f: Findings, rng: np.random.Generator) -> str:
     """EXAMINATION / FINDINGS / numbered IMPRESSION; full lobe names; 'There is a ...' sentences."""
     ms, body = measure_all(f, rng), []
     for m in ms:
-        w, lobe = _words(m, rng, T), lobe_words(m.lobe, rng, ("full", "full", "of-lung"))
+        w, lobe = lesion_words(m, rng, T), lobe_words(m.lobe, rng, ("full", "full", "of-lung"))
         size = size_text(m, pick(rng, ("mm", "axb", "cm")))
         body.append(pick(rng, (
-            f"There is {_a(' '.join((size, w['d'], w['n'])))} in the {lobe} with {w['mg']} margins.",
-            capitalize(f"{_a(w['d'] + ' ' + w['n'])} with {w['mg']} margins is present in the {lobe}, "
+            f"There is {with_article(' '.join((size, w['d'], w['n'])))} in the {lobe} with {w['mg']} margins.",
+            capitalize(f"{with_article(w['d'] + ' ' + w['n'])} with {w['mg']} margins is present in the {lobe}, "
                        f"measuring {size}."),
-            f"In the {lobe}, there is {_a(' '.join((size, w['mg'], w['d'], w['n'])))}.",
+            f"In the {lobe}, there is {with_article(' '.join((size, w['mg'], w['d'], w['n'])))}.",
         )))
     if f.effusion:
-        phrase = _effusion_phrase(f.effusion, rng)
-        body.append(f"There are {phrase}." if f.effusion.side == "bilateral" else f"There is {_a(phrase)}.")
+        phrase = effusion_phrase(f.effusion, rng)
+        body.append(f"There are {phrase}." if f.effusion.side == "bilateral" else f"There is {with_article(phrase)}.")
     if f.emphysema:
-        body.append(capitalize(_emphysema_phrase(f.emphysema, rng, kind="centrilobular") + "."))
+        body.append(capitalize(emphysema_phrase(f.emphysema, rng, kind="centrilobular") + "."))
     body += _negations(f, rng, T) + _distractors(rng, T)
     head = ["EXAMINATION: CT chest without contrast."] if chance(rng, 0.6) else []
     return "\n".join([*head, "FINDINGS:", " ".join(body), "", "IMPRESSION:", *_impression(f, ms, rng)])
@@ -121,20 +151,20 @@ def organ_headers(f: Findings, rng: np.random.Generator) -> str:
     """LUNGS / PLEURA / HEART AND MEDIASTINUM paragraphs; lobe abbreviations; sizes in cm."""
     lungs = []
     for m in measure_all(f, rng):
-        w = _words(m, rng, T)
+        w = lesion_words(m, rng, T)
         size = size_text(m, pick(rng, ("cm", "axb-cm")))
         lungs.append(pick(rng, (
-            f"{LOBE_ABBR[m.lobe]} {w['d']} {w['n']} measuring {size} with {w['mg']} margins.",
+            f"{_loc(m, LOBE_ABBR[m.lobe])} {w['d']} {w['n']} measuring {size} with {w['mg']} margins.",
             capitalize(f"{size} {w['mg']} {w['d']} {w['n']} in the {lobe_words(m.lobe, rng, ('abbr', 'full'))}."),
         )))
     if f.emphysema:
-        lungs.append(capitalize(_emphysema_phrase(f.emphysema, rng, kind=pick(rng, ("centrilobular", ""))) + "."))
+        lungs.append(capitalize(emphysema_phrase(f.emphysema, rng, kind=pick(rng, ("centrilobular", ""))) + "."))
     if not lungs:
-        lungs.append(pick(rng, ("The lungs are clear.", *NEG_LESION[T])))
+        lungs.append(pick(rng, ("⟦norm|The lungs are clear⟧.", *NEG_LESION[T])))
     elif f.emphysema is None and chance(rng, 0.3):
         lungs.append(pick(rng, NEG_EMPHYSEMA[T]))
-    pleura = [capitalize(_effusion_phrase(f.effusion, rng) + ".") if f.effusion
-              else pick(rng, ("No effusion.", *NEG_EFFUSION[T]))]
+    pleura = [capitalize(effusion_phrase(f.effusion, rng) + ".") if f.effusion
+              else pick(rng, ("No ⟦eff-|effusion⟧.", *NEG_EFFUSION[T]))]
     if chance(rng, 0.5):
         pleura.append("No pneumothorax.")
     heart = pick(rng, ("Normal heart size. No pericardial effusion.", "Heart size is normal.",
@@ -149,20 +179,21 @@ def narrative(f: Findings, rng: np.random.Generator) -> str:
     """Free prose, no headings; 'upper lobe of the right lung' and segment names; 'Within the ...'."""
     out = [pick(rng, ("Non-contrast CT of the chest.", "CT of the thorax was performed without contrast.", ""))]
     for m in measure_all(f, rng):
-        w, lobe = _words(m, rng, T), lobe_words(m.lobe, rng, ("of-lung", "segment", "full"))
+        w, lobe = lesion_words(m, rng, T), lobe_words(m.lobe, rng, ("of-lung", "segment", "full"))
         size = size_text(m, pick(rng, ("mm", "cm", "axb-x")))
         out.append(pick(rng, (
-            f"Within the {lobe} is {_a(w['d'] + ' ' + w['n'])} measuring {size}, with {w['mg']} margins.",
-            capitalize(f"{_a(w['mg'] + ' ' + w['n'])} {w['post']} is seen in the {lobe}, measuring {size}."),
+            f"Within the {lobe} is {with_article(w['d'] + ' ' + w['n'])} measuring {size}, with {w['mg']} margins.",
+            capitalize(f"{with_article(w['mg'] + ' ' + w['n'])} {w['post']} is seen in the {lobe}, measuring {size}."),
         )))
     if f.effusion:
         out.append(f"There {'are' if f.effusion.side == 'bilateral' else 'is'} "
-                   + (_effusion_phrase(f.effusion, rng) if f.effusion.side == "bilateral"
-                      else _a(_effusion_phrase(f.effusion, rng))) + ".")
+                   + (effusion_phrase(f.effusion, rng) if f.effusion.side == "bilateral"
+                      else with_article(effusion_phrase(f.effusion, rng))) + ".")
     if f.emphysema:
-        grade = pick(rng, EMPHYSEMA_GRADE[T][f.emphysema.grade])
-        where = " in an upper lobe predominant distribution" if f.emphysema.upper_predominant else ""
-        out.append(f"Background {grade} emphysema is noted{where}.")
+        x = f.emphysema
+        where = " in an upper lobe predominant distribution" if x.upper_predominant else ""
+        grade, noun, where = emphysema_marks(x, pick(rng, EMPHYSEMA_GRADE[T][x.grade]), where)
+        out.append(f"Background {grade} {noun} is noted{where}.")
     out += _negations(f, rng, T) + _distractors(rng, T)
     if f.is_normal:
         out.append(pick(rng, NORMAL[T]))
@@ -173,21 +204,22 @@ def terse(f: Findings, rng: np.random.Generator) -> str:
     """Telegraphic fragments: 'RUL: 12 mm solid nodule, spiculated.' / 'Effusion: small, left.'"""
     out = []
     for m in measure_all(f, rng):
-        w = _words(m, rng, T)
-        out.append(f"{LOBE_ABBR[m.lobe]}: {size_text(m, pick(rng, ('mm', 'mm-adj')))} {w['d']} {w['n']}, "
+        w = lesion_words(m, rng, T)
+        out.append(f"{_loc(m, LOBE_ABBR[m.lobe])}: {size_text(m, pick(rng, ('mm', 'mm-adj')))} {w['d']} {w['n']}, "
                    f"{w['mg']}.")
     if f.effusion:
         e = f.effusion
-        label = "Effusions" if e.side == "bilateral" else "Effusion"
-        out.append(pick(rng, (f"{label}: {EFFUSION_GRADE[T][e.grade][0]}, {EFFUSION_SIDE[T][e.side][0]}.",
-                              capitalize(_effusion_phrase(e, rng) + "."))))
+        grade, side, label = effusion_marks(e, EFFUSION_GRADE[T][e.grade][0], EFFUSION_SIDE[T][e.side][0],
+                                            "Effusions" if e.side == "bilateral" else "Effusion")
+        out.append(pick(rng, (f"{label}: {grade}, {side}.", capitalize(effusion_phrase(e, rng) + "."))))
     if f.emphysema:
         x = f.emphysema
-        out.append(f"Emphysema: {EMPHYSEMA_GRADE[T][x.grade][0]}"
-                   f"{', upper lobe predominant' if x.upper_predominant else ''}.")
+        grade, noun, where = emphysema_marks(x, EMPHYSEMA_GRADE[T][x.grade][0],
+                                             ", upper lobe predominant" if x.upper_predominant else "", "Emphysema")
+        out.append(f"{noun}: {grade}{where}.")
     out += _negations(f, rng, T, p=0.5)
     out.append(pick(rng, ("Otherwise unremarkable.", "No other findings.")) if not f.is_normal
-               else pick(rng, ("Lungs clear.", *NORMAL[T])))
+               else pick(rng, ("⟦norm|Lungs clear⟧.", *NORMAL[T])))
     return "\n".join(out)
 
 
@@ -195,14 +227,14 @@ def measurement_first(f: Findings, rng: np.random.Generator) -> str:
     """Bulleted 'Findings:' list led by the size, with series/image references; brief 'Impression:'."""
     items = []
     for m in measure_all(f, rng):
-        w = _words(m, rng, T)
+        w = lesion_words(m, rng, T)
         ref = f" (series {int(rng.integers(2, 6))}, image {int(rng.integers(20, 300))})" if chance(rng, 0.7) else ""
         size = size_text(m, pick(rng, ("mm", "axb", "mm-mm")))
         items.append(f"{size} {w['mg']} {w['d']} {w['n']}, {lobe_words(m.lobe, rng, ('abbr', 'full'))}{ref}.")
     if f.effusion:
-        items.append(capitalize(_effusion_phrase(f.effusion, rng) + "."))
+        items.append(capitalize(effusion_phrase(f.effusion, rng) + "."))
     if f.emphysema:
-        items.append(capitalize(_emphysema_phrase(f.emphysema, rng, kind="paraseptal and centrilobular") + "."))
+        items.append(capitalize(emphysema_phrase(f.emphysema, rng, kind="paraseptal and centrilobular") + "."))
     items += _negations(f, rng, T) + _distractors(rng, T, 1)
     if not items:
         items.append(pick(rng, NORMAL[T]))
@@ -212,17 +244,25 @@ def measurement_first(f: Findings, rng: np.random.Generator) -> str:
 
 def key_value(f: Findings, rng: np.random.Generator) -> str:
     """Structured template: one 'Lesion n — location: ...; size: ...' line per lesion, 'field: value' lines."""
-    lines = ["Pulmonary nodules/masses:" + ("" if f.lesions else " none.")]
+    lines = ["Pulmonary nodules/masses:" if f.lesions else "Pulmonary ⟦les-|nodules/masses⟧: none."]
     for i, m in enumerate(measure_all(f, rng), 1):
-        w = _words(m, rng, T)
-        lines.append(f"Lesion {i} — type: {m.kind}; location: {lobe_words(m.lobe, rng, ('full', 'abbr'))}; "
+        w = lesion_words(m, rng, T)
+        lines.append(f"Lesion {i} — type: {mark(m.kind, 'les')}; location: {lobe_words(m.lobe, rng, ('full', 'abbr'))}; "
                      f"size: {size_text(m, pick(rng, ('axb', 'mm', 'axb-cm')))}; attenuation: {w['d']}; "
                      f"margin: {w['mg']}.")
     e, x = f.effusion, f.emphysema
-    lines.append("Pleural effusion: " + (f"{EFFUSION_GRADE[T][e.grade][0]}, {EFFUSION_SIDE[T][e.side][0]}."
-                                         if e else "none."))
-    lines.append("Emphysema: " + (f"{EMPHYSEMA_GRADE[T][x.grade][0]}"
-                                  f"{', upper lobe predominant' if x.upper_predominant else ''}." if x else "none."))
+    if e:
+        grade, side, noun = effusion_marks(e, EFFUSION_GRADE[T][e.grade][0], EFFUSION_SIDE[T][e.side][0],
+                                           "Pleural effusion")
+        lines.append(f"{noun}: {grade}, {side}.")
+    else:
+        lines.append("⟦eff-|Pleural effusion⟧: none.")
+    if x:
+        grade, noun, where = emphysema_marks(x, EMPHYSEMA_GRADE[T][x.grade][0],
+                                             ", upper lobe predominant" if x.upper_predominant else "", "Emphysema")
+        lines.append(f"{noun}: {grade}{where}.")
+    else:
+        lines.append("⟦emph-|Emphysema⟧: none.")
     lines.append(f"Other: {' '.join(_distractors(rng, T, 2)) or 'none.'}")
     return "\n".join(lines)
 
@@ -231,17 +271,17 @@ def technique_first(f: Findings, rng: np.random.Generator) -> str:
     """TECHNIQUE / COMPARISON preamble, 'Lungs and airways:' paragraph with '<lobe> <noun> measures ...'."""
     ms, lungs = measure_all(f, rng), []
     for m in ms:
-        w = _words(m, rng, T)
+        w = lesion_words(m, rng, T)
         size = size_text(m, pick(rng, ("cm", "mm", "axb-cm")))
-        lungs.append(capitalize(f"{LOBE_FULL[m.lobe]} {w['n']} measures {size} "
+        lungs.append(capitalize(f"{_loc(m, LOBE_FULL[m.lobe])} {w['n']} measures {size} "
                                 f"({w['d']}, {w['mg']} margins)."))
     if f.emphysema:
-        lungs.append(f"There is {_emphysema_phrase(f.emphysema, rng)}.")
+        lungs.append(f"There is {emphysema_phrase(f.emphysema, rng)}.")
     if f.effusion:
-        lungs.append(capitalize(_effusion_phrase(f.effusion, rng)) + ".")
+        lungs.append(capitalize(effusion_phrase(f.effusion, rng)) + ".")
     lungs += _negations(f, rng, T)
     if not lungs:
-        lungs.append("The lungs are clear.")
+        lungs.append("⟦norm|The lungs are clear⟧.")
     technique = pick(rng, ("Axial CT images of the chest were obtained without intravenous contrast and "
                            "reconstructed at 1.25 mm.", "Helical CT of the chest, 2.5 mm slices, lung and soft "
                            "tissue kernels."))
@@ -258,21 +298,22 @@ def lung_by_lung(f: Findings, rng: np.random.Generator) -> str:
     for side in ("right", "left"):
         said = []
         for m in measure_all(Findings(lesions=[lesion for lesion in f.lesions if lesion.side == side]), rng):
-            w, zone = _words(m, rng, H), lobe_words(m.lobe, rng, ("zone",))
+            w, zone = lesion_words(m, rng, H), lobe_words(m.lobe, rng, ("zone",))
             size = size_text(m, pick(rng, ("mm", "axb", "cm")))
-            said.append(pick(rng, (f"The {zone} contains {_a(' '.join((size, w['mg'], w['d'], w['n'])))}.",
-                                   f"In the {zone} there is {_a(w['n'])} measuring {size}; it is {w['post']}, "
+            said.append(pick(rng, (f"The {zone} contains {with_article(' '.join((size, w['mg'], w['d'], w['n'])))}.",
+                                   f"In the {zone} there is {with_article(w['n'])} measuring {size}; it is {w['post']}, "
                                    f"and its contour is {w['mg']}.")))
         if said and chance(rng, 0.5):
             said.append("The remaining lobes are clear.")
         sections.append(f"{side.upper()} LUNG: " + (" ".join(said) or pick(rng, ("Clear.", "No focal opacity."))))
     e = f.effusion
     if e:
-        amount, where = pick(rng, EFFUSION_AMOUNT[e.grade]), pick(rng, EFFUSION_WHERE[e.side])
-        sections.append(f"PLEURA: {capitalize(amount)} pleural fluid {where}.")
+        amount, where, noun = effusion_marks(e, pick(rng, EFFUSION_AMOUNT[e.grade]), pick(rng, EFFUSION_WHERE[e.side]),
+                                             "pleural fluid")
+        sections.append(f"PLEURA: {capitalize(amount)} {noun} {where}.")
     else:
         sections.append("PLEURA: " + pick(rng, NEG_EFFUSION[H]))
-    other = [f"Background {_emphysema_phrase(f.emphysema, rng, H)}." if f.emphysema else "",
+    other = [f"Background {emphysema_phrase(f.emphysema, rng, H)}." if f.emphysema else "",
              *_distractors(rng, H, 2)]
     sections.append("OTHER: " + (" ".join(s for s in other if s) or "Nothing further."))
     return "\n".join(sections)
@@ -282,19 +323,21 @@ def anaphoric(f: Findings, rng: np.random.Generator) -> str:
     """Each lesion introduced in one sentence and described by follow-up 'It measures ...' sentences."""
     out = []
     for m in measure_all(f, rng):
-        w, lobe = _words(m, rng, H), lobe_words(m.lobe, rng, ("segment", "of-lung"))
+        w, lobe = lesion_words(m, rng, H), lobe_words(m.lobe, rng, ("segment", "of-lung"))
         size = size_text(m, pick(rng, ("axb-cm", "cm", "axb-x")))
-        out.append(capitalize(f"{_a(w['n'])} is identified in the {lobe}."))
+        out.append(capitalize(f"{with_article(w['n'])} is identified in the {lobe}."))
         out.append(pick(rng, (f"It measures {size} and is {w['post']}.", f"It is {w['post']}, measuring {size}.")))
         out.append(pick(rng, (f"Its borders are {w['mg']}.", f"The lesion has {w['mg']} borders.")))
     e = f.effusion
     if e:
-        amount = pick(rng, EFFUSION_AMOUNT[e.grade])
-        out.append(f"There is {amount} pleural fluid {pick(rng, EFFUSION_WHERE[e.side])}.")
+        amount, where, noun = effusion_marks(e, pick(rng, EFFUSION_AMOUNT[e.grade]), pick(rng, EFFUSION_WHERE[e.side]),
+                                             "pleural fluid")
+        out.append(f"There is {amount} {noun} {where}.")
     if f.emphysema:
         x = f.emphysema
         where = " and predominantly affects the upper zones" if x.upper_predominant else ""
-        out.append(f"Emphysematous change is {pick(rng, EMPHYSEMA_GRADE[H][x.grade])} in severity{where}.")
+        grade, noun, where = emphysema_marks(x, pick(rng, EMPHYSEMA_GRADE[H][x.grade]), where, "Emphysematous change")
+        out.append(f"{noun} is {grade} in severity{where}.")
     out += _negations(f, rng, H) + _distractors(rng, H)
     if f.is_normal:
         out.append(pick(rng, NORMAL[H]))
@@ -305,14 +348,14 @@ def conclusion_only(f: Findings, rng: np.random.Generator) -> str:
     """Only a numbered CONCLUSION list; each lesion as '<size> <margin> <noun> <density>, <lobe>'."""
     items = []
     for m in measure_all(f, rng):
-        w, lobe = _words(m, rng, H), lobe_words(m.lobe, rng, ("segment", "of-lung", "abbr"))
+        w, lobe = lesion_words(m, rng, H), lobe_words(m.lobe, rng, ("segment", "of-lung", "abbr"))
         size = size_text(m, pick(rng, ("cm", "axb", "mm-adj")))
         tail = pick(rng, ("", "; recommend short-interval follow-up", "; tissue sampling could be considered"))
         items.append(capitalize(f"{size} {w['mg']} {w['d']} {w['n']}, {lobe}{tail}."))
     if f.effusion:
-        items.append(capitalize(_effusion_phrase(f.effusion, rng, H) + "."))
+        items.append(capitalize(effusion_phrase(f.effusion, rng, H) + "."))
     if f.emphysema:
-        items.append(capitalize(_emphysema_phrase(f.emphysema, rng, H) + "."))
+        items.append(capitalize(emphysema_phrase(f.emphysema, rng, H) + "."))
     items += _negations(f, rng, H, p=0.5)
     if f.is_normal:
         items.append(pick(rng, NORMAL[H]))

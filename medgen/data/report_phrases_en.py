@@ -11,6 +11,7 @@ import numpy as np
 
 from medgen.data.findings import LOBES
 from medgen.data.report_common import pick
+from medgen.data.spans import mark
 
 LOBE_FULL = {lobe: lobe.replace("_", " ") + " lobe" for lobe in LOBES}  # "right upper lobe"
 LOBE_ABBR = {"right_upper": "RUL", "right_middle": "RML", "right_lower": "RLL",
@@ -34,7 +35,12 @@ ZONE_ONLY = {"right_upper": ("upper lobe",), "right_middle": ("middle lobe",), "
 
 
 def lobe_words(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> str:
-    """Lobe name without article. Styles: 'full', 'abbr', 'of-lung', 'segment', 'zone'."""
+    """Lobe name without article, marked as the lesion's location. Styles: 'full', 'abbr', 'of-lung',
+    'segment', 'zone'."""
+    return mark(_lobe_text(lobe, rng, styles), f"loc={lobe}")
+
+
+def _lobe_text(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> str:
     style = pick(rng, styles)
     if style == "full":
         return LOBE_FULL[lobe]
@@ -105,17 +111,20 @@ EMPHYSEMA_UPPER = {
 EMPHYSEMA_DIFFUSE = {"train": ("", ", diffuse"), "heldout": ("", " without zonal predominance")}
 
 NEG_LESION = {
-    "train": ("No suspicious pulmonary nodules or masses.", "No pulmonary nodule or mass.",
-              "No focal pulmonary nodule."),
-    "heldout": ("The lungs are clear without focal opacity.", "Negative for pulmonary nodules."),
+    "train": ("No suspicious pulmonary ⟦les-|nodules⟧ or ⟦les-|masses⟧.", "No pulmonary ⟦les-|nodule⟧ or ⟦les-|mass⟧.",
+              "No focal pulmonary ⟦les-|nodule⟧.", "Lungs are clear without ⟦les-|nodules⟧.",
+              "There are no ⟦les-|nodules⟧.", "No ⟦les-|lung nodules⟧ are identified."),
+    "heldout": ("The lungs are clear without focal ⟦les-|opacity⟧.", "Negative for pulmonary ⟦les-|nodules⟧."),
 }
 NEG_EFFUSION = {
-    "train": ("No pleural effusion.", "No pleural effusion or pneumothorax.", "There is no pleural effusion."),
-    "heldout": ("No pleural fluid.", "Pleural effusion is absent."),
+    "train": ("No ⟦eff-|pleural effusion⟧.", "No ⟦eff-|pleural effusion⟧ or pneumothorax.",
+              "There is no ⟦eff-|pleural effusion⟧.", "No ⟦eff-|effusion⟧ is seen.",
+              "Pleural spaces are clear without ⟦eff-|effusion⟧."),
+    "heldout": ("No ⟦eff-|pleural fluid⟧.", "⟦eff-|Pleural effusion⟧ is absent."),
 }
 NEG_EMPHYSEMA = {
-    "train": ("No emphysema.", "No evidence of emphysema."),
-    "heldout": ("Emphysema is not seen.", "No emphysematous change."),
+    "train": ("No ⟦emph-|emphysema⟧.", "No evidence of ⟦emph-|emphysema⟧.", "Without ⟦emph-|emphysema⟧."),
+    "heldout": ("⟦emph-|Emphysema⟧ is not seen.", "No ⟦emph-|emphysematous change⟧."),
 }
 DISTRACTORS = {
     "train": ("Heart size is normal.", "No pericardial effusion.", "No pneumothorax.",
@@ -126,6 +135,6 @@ DISTRACTORS = {
                 "Pericardium without effusion."),
 }
 NORMAL = {
-    "train": ("No acute cardiopulmonary abnormality.", "Normal CT of the chest.", "The lungs are clear."),
-    "heldout": ("Unremarkable chest CT.", "No acute intrathoracic process."),
+    "train": ("⟦norm|No acute cardiopulmonary abnormality⟧.", "⟦norm|Normal CT of the chest⟧.", "⟦norm|The lungs are clear⟧."),
+    "heldout": ("⟦norm|Unremarkable chest CT⟧.", "⟦norm|No acute intrathoracic process⟧."),
 }

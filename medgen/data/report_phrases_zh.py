@@ -8,6 +8,7 @@ import numpy as np
 
 from medgen.data.report_common import pick
 from medgen.data.report_phrases_en import LOBE_ABBR
+from medgen.data.spans import mark
 
 LOBE = {"right_upper": "右肺上叶", "right_middle": "右肺中叶", "right_lower": "右肺下叶",
         "left_upper": "左肺上叶", "left_lower": "左肺下叶"}
@@ -25,7 +26,12 @@ ZONE_ONLY = {"right_upper": ("上叶",), "right_middle": ("中叶",), "right_low
 
 
 def lobe_words(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> str:
-    """Lobe name. Styles: 'full' (右肺上叶), 'colloq' (右上肺), 'segment', 'zone' (上叶), 'abbr' (RUL)."""
+    """Lobe name marked as the lesion's location. Styles: 'full' (右肺上叶), 'colloq' (右上肺), 'segment',
+    'zone' (上叶), 'abbr' (RUL)."""
+    return mark(_lobe_text(lobe, rng, styles), f"loc={lobe}")
+
+
+def _lobe_text(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> str:
     style = pick(rng, styles)
     if style == "full":
         return LOBE[lobe]
@@ -72,15 +78,16 @@ EMPHYSEMA_GRADE = {"train": {"mild": ("轻度",), "moderate": ("中度",), "seve
 EMPHYSEMA_UPPER = {"train": ("，以双肺上叶为著", "，以上叶为主"), "heldout": ("，双上肺明显", "，肺尖部为著")}
 EMPHYSEMA_DIFFUSE = {"train": ("", "，弥漫分布"), "heldout": ("", "，分布无明显区域差异")}
 
-NEG_LESION = {"train": ("双肺未见明确结节及肿块。", "双肺内未见异常结节影。"),
-              "heldout": ("两肺野未见实质性病灶。", "肺内未见占位性病变。")}
-NEG_EFFUSION = {"train": ("双侧胸腔未见积液。", "胸腔内未见积液。"),
-                "heldout": ("两侧胸膜腔无积液。", "未见胸水。")}
-NEG_EMPHYSEMA = {"train": ("未见肺气肿征象。", "无明显肺气肿。"),
-                 "heldout": ("未见明确肺气肿改变。",)}
+NEG_LESION = {"train": ("双肺未见明确⟦les-|结节⟧及⟦les-|肿块⟧。", "双肺内未见异常⟦les-|结节影⟧。", "肺内未见⟦les-|结节⟧。",
+                        "双肺未见⟦les-|结节⟧。"),
+              "heldout": ("两肺野未见实质性⟦les-|病灶⟧。", "肺内未见⟦les-|占位性病变⟧。")}
+NEG_EFFUSION = {"train": ("双侧胸腔未见⟦eff-|积液⟧。", "胸腔内未见⟦eff-|积液⟧。", "无⟦eff-|胸腔积液⟧。"),
+                "heldout": ("两侧胸膜腔无⟦eff-|积液⟧。", "未见⟦eff-|胸水⟧。")}
+NEG_EMPHYSEMA = {"train": ("未见⟦emph-|肺气肿⟧征象。", "无明显⟦emph-|肺气肿⟧。"),
+                 "heldout": ("未见明确⟦emph-|肺气肿⟧改变。",)}
 DISTRACTORS = {
     "train": ("气管及主支气管通畅。", "纵隔内未见肿大淋巴结。", "心脏大小形态未见异常。", "心包未见积液。"),
     "heldout": ("胸壁软组织未见异常。", "所扫层面骨质未见明显破坏。", "心包腔内无积液。", "双侧肺门不大。"),
 }
-NORMAL = {"train": ("双肺未见明显异常。", "胸部CT平扫未见明显异常。"),
-          "heldout": ("心肺膈未见明显异常。", "胸部CT未见异常征象。")}
+NORMAL = {"train": ("⟦norm|双肺未见明显异常⟧。", "⟦norm|胸部CT平扫未见明显异常⟧。"),
+          "heldout": ("⟦norm|心肺膈未见明显异常⟧。", "⟦norm|胸部CT未见异常征象⟧。")}

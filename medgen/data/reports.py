@@ -23,21 +23,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medgen.data import report_families_en, report_families_zh
+from medgen.data import (
+    report_families_clinical_en,
+    report_families_clinical_zh,
+    report_families_en,
+    report_families_zh,
+)
 from medgen.data.findings import Findings
+from medgen.data.spans import Span, strip_marks
 
-__all__ = ["LANGUAGES", "PHRASING_FAMILIES", "Report", "families_for", "write_report"]
+__all__ = ["HEDGING_FAMILIES", "LANGUAGES", "PHRASING_FAMILIES", "Report", "families_for", "write_report"]
 
 LANGUAGES = ("en", "zh")
 SPLITS = ("train", "heldout")
 
-_RENDERERS = {**report_families_en.TRAIN, **report_families_en.HELDOUT,
-              **report_families_zh.TRAIN, **report_families_zh.HELDOUT}
+_MODULES = (report_families_en, report_families_clinical_en, report_families_zh, report_families_clinical_zh)
+_RENDERERS = {name: render for module in _MODULES for name, render in (*module.TRAIN.items(), *module.HELDOUT.items())}
 # Family ids ("en.sectioned", "zh.windows", ...) per split; the language is the id's prefix.
 PHRASING_FAMILIES: dict[str, tuple[str, ...]] = {
-    "train": (*report_families_en.TRAIN, *report_families_zh.TRAIN),
-    "heldout": (*report_families_en.HELDOUT, *report_families_zh.HELDOUT),
+    "train": tuple(name for module in _MODULES for name in module.TRAIN),
+    "heldout": tuple(name for module in _MODULES for name in module.HELDOUT),
 }
+# Families that can say a finding is only possible ("cannot be excluded", 可疑); the others state findings.
+HEDGING_FAMILIES = (*report_families_clinical_en.TRAIN, *report_families_clinical_en.HELDOUT,
+                    *report_families_clinical_zh.TRAIN, *report_families_clinical_zh.HELDOUT)
 
 
 @dataclass
@@ -49,12 +58,15 @@ class Report:
         language: "en" or "zh".
         family: phrasing-family id (a key of one of `PHRASING_FAMILIES`' tuples).
         split: "train" or "heldout", the split the family belongs to.
+        spans: character spans of the words that state each finding (`medgen.data.spans`), the reader's
+            training targets.
     """
 
     text: str
     language: str
     family: str
     split: str
+    spans: tuple[Span, ...] = ()
 
 
 def families_for(language: str, split: str) -> tuple[str, ...]:
@@ -76,9 +88,11 @@ def write_report(findings: Findings, *, language: str = "en", rng: np.random.Gen
         rng: the only source of randomness; the same generator state gives the same report.
         split: "train" or "heldout": which phrasing families may be drawn.
         family: force one family id of that language and split (for demos and tests); drawn from `rng`
-            when None.
+            when None. Findings with `certainty="possible"` need one of `HEDGING_FAMILIES`.
     """
     allowed = families_for(language, split)
+    if _has_possible(findings):
+        allowed = tuple(f for f in allowed if f in HEDGING_FAMILIES)
     if family is None:
         family = allowed[int(rng.integers(len(allowed)))]
     elif family not in allowed:
@@ -87,7 +101,13 @@ def write_report(findings: Findings, *, language: str = "en", rng: np.random.Gen
     text = _RENDERERS[family](findings, rng)
     lines = [line.rstrip() for line in text.strip().splitlines()]
     text = "\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1]))
-    return Report(text=text, language=language, family=family, split=split)
+    text, spans = strip_marks(text)
+    return Report(text=text, language=language, family=family, split=split, spans=tuple(spans))
+
+
+def _has_possible(findings: Findings) -> bool:
+    items = [*findings.lesions, findings.effusion, findings.emphysema]
+    return any(item is not None and item.certainty == "possible" for item in items)
 
 
 def __getattr__(name):

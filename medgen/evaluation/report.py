@@ -205,6 +205,10 @@ def write_outputs(results: dict, out_dir) -> dict[str, Path]:
         lines += _table(["figure", "bar", "measured", "pass"],
                         [[k, b["bar"], b["value"], {True: "yes", False: "**no**", None: "–"}[b["pass"]]]
                          for k, b in results["bars"].items()])
+    if "reader" in results:
+        from medgen.evaluation.reader import reader_markdown
+
+        lines += reader_markdown(results["reader"])
     sections = (("fidelity", _fidelity_md), ("calibration", _calibration_md), ("realism", _realism_md),
                 ("alignment", _alignment_md), ("speed", _speed_md))
     for key, render in sections:

@@ -1,5 +1,7 @@
 """`run_evaluation`: the whole evaluation of one saved model, as numbered sections.
 
+0. report reader (when the model has one): learned reader vs the rule parser on held-out phrasing and
+   the hand-written reports, time per report (`reader_only=True` stops here)
 1. held-out cases (findings -> phantom + held-out-phrasing report, EN/ZH alternating)
 2. report fidelity (generate every report with every seed, analyze, compare with the truth)
 3. density calibration (lesion-bearing reports at d = 0 ... 1)
@@ -54,6 +56,7 @@ class EvalSettings:
     speed_shapes: tuple[int, ...] | None = None  # None: (64,) on the CPU, (64, 128, 256) on a GPU
     num_inference_steps: int | None = None  # None: the model's default
     batch_size: int = 4
+    reader_reports: int = 200  # held-out reports per language for the reader section
     case_seed: int = 2024
     train_seed: int = 7
     extra: dict = field(default_factory=dict)
@@ -61,7 +64,8 @@ class EvalSettings:
 
 QUICK = EvalSettings(n_reports=4, seeds=(0, 1), n_calibration=2, calibration_seeds=(0,),
                      min_calibration_diameter_mm=0.0, n_train_alignment=8, alignment_steps=10, alignment_input=32,
-                     speed_repeats=1, speed_shapes=(), num_inference_steps=2, batch_size=4)
+                     speed_repeats=1, speed_shapes=(), num_inference_steps=2, batch_size=4,
+                     reader_reports=6)
 
 
 def _calibration_cases(cases, settings: EvalSettings, shape, spacing):
@@ -166,7 +170,7 @@ def check_bars(results: dict) -> dict:
 
 def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=None, device="cpu", seeds=None,
                    n_reports: int | None = None, settings: EvalSettings | None = None,
-                   overwrite: bool = False, progress: bool = False) -> dict:
+                   overwrite: bool = False, progress: bool = False, reader_only: bool = False) -> dict:
     """Evaluate a saved `ReportToVolumePipeline`; writes ``out_dir/{results.json, summary.md, *.png}``.
 
     Args:
@@ -181,6 +185,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
         settings: full control over sizes (default: full run, or `QUICK`).
         overwrite: replace an existing results.json.
         progress: print each section as it starts (stderr) and show tqdm bars while generating.
+        reader_only: run only the report-reader section (the model must have a reader).
 
     Returns:
         The results (the same content as results.json).
@@ -214,6 +219,23 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     shape, spacing = tuple(pipe.config["shape"]), tuple(pipe.config["spacing"])
     generate = PipelineGenerator(pipe, num_inference_steps=settings.num_inference_steps)
     results: dict = {}
+    # 0. Report reader
+    if pipe.reader is not None:
+        from medgen.evaluation.reader import evaluate_reader
+
+        say(f"0/6 report reader: {settings.reader_reports} held-out reports per language + hand-written set")
+        t0 = time.perf_counter()
+        results["reader"] = evaluate_reader(pipe.reader, n_per_language=settings.reader_reports)
+        lap("reader", t0)
+    elif reader_only:
+        raise ValueError(f"{model_dir}: the model has no report reader (no reader/ folder) to evaluate")
+    if reader_only:
+        results["meta"] = {"model_dir": str(Path(model_dir).resolve()), "model_name": pipe.config.get("name"),
+                           "quick": bool(quick), "device": str(pipe.device), "reader_only": True,
+                           "medgen_version": __version__, "timings_s": timings,
+                           "elapsed_s": time.perf_counter() - started}
+        write_outputs(results, out_dir)
+        return results
     # 1. Held-out cases
     say(f"1/6 building {settings.n_reports} held-out cases")
     t0 = time.perf_counter()

@@ -72,9 +72,15 @@ def text_encoder_folders(path: Path) -> list[Path]:
     return [text / "first", text / "second"] if (text / "first").is_dir() else [text]
 
 
+def reader_folders(path: Path) -> list[Path]:
+    """The optional report reader's weight folders (head, encoder); [] when the pipeline has no reader."""
+    reader = path / "reader"
+    return [reader, reader / "encoder"] if reader.is_dir() else []
+
+
 def weight_folders(path: Path) -> list[Path]:
     """Folders of the pipeline that must hold safetensors weights."""
-    return [*text_encoder_folders(path), path / "autoencoder", path / "unet"]
+    return [*text_encoder_folders(path), path / "autoencoder", path / "unet", *reader_folders(path)]
 
 
 def check_safetensors_only(folder: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,13 +73,14 @@ class ReportToVolumePipeline:
     The networks are switched to eval mode: build the pipeline after training, not during it.
     """
 
-    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict):
+    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict, reader=None):
         if "autoencoder" not in config:
             raise ValueError("`config` must hold the autoencoder's constructor kwargs under 'autoencoder'")
         self.text_encoder = text_encoder
         self.autoencoder = autoencoder
         self.unet = unet
         self.scheduler = scheduler
+        self.reader = reader  # optional ReportReader: report -> Findings, recorded with every volume
         self.config = copy.deepcopy({**CONFIG_DEFAULTS, **config})
         if "scheduler" not in self.config:
             if not hasattr(scheduler, "medgen_config"):
@@ -88,8 +90,9 @@ class ReportToVolumePipeline:
         self.model_path: Path | None = None
         self.weights_sha256: dict[str, str] = {}  # filled when loaded from / saved to a folder
         self._check_components()
-        for module in (text_encoder, autoencoder, unet):
-            module.eval()
+        for module in (text_encoder, autoencoder, unet, reader):
+            if module is not None:
+                module.eval()
 
     def _check_components(self) -> None:
         hidden = self.text_encoder.hidden_size
@@ -115,8 +118,9 @@ class ReportToVolumePipeline:
     def to(self, device) -> ReportToVolumePipeline:
         """Move every network to `device` ('cpu', 'cuda', 'cuda:N'); returns self."""
         device = check.check_device(device)
-        for module in (self.text_encoder, self.autoencoder, self.unet):
-            module.to(device)
+        for module in (self.text_encoder, self.autoencoder, self.unet, self.reader):
+            if module is not None:
+                module.to(device)
         return self
 
     # -------------------------------------------------------------------------------- persistence
@@ -142,8 +146,10 @@ class ReportToVolumePipeline:
                 storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
             (tmp / "scheduler").mkdir()
             storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, self.config["scheduler"])
+            if self.reader is not None:
+                self.reader.save_pretrained(tmp / "reader")
             if dtype is not None:
-                for folder in storage.text_encoder_folders(tmp):
+                for folder in (*storage.text_encoder_folders(tmp), *storage.reader_folders(tmp)):
                     storage.cast_safetensors(folder, dtype)
             checksums = storage.weight_checksums(tmp)
             storage.write_json(tmp / storage.INDEX_NAME, self._model_index(checksums))
@@ -161,6 +167,7 @@ class ReportToVolumePipeline:
             "autoencoder": ["monai.networks.nets", type(self.autoencoder).__name__],
             "unet": ["medgen.models", type(self.unet).__name__],
             "scheduler": ["monai.networks.schedulers", type(self.scheduler).__name__],
+            **({"reader": ["medgen.reader", type(self.reader).__name__]} if self.reader is not None else {}),
             "config": {k: v for k, v in self.config.items() if k not in ("autoencoder", "scheduler")},
             "weights_sha256": checksums,
         }
@@ -196,8 +203,14 @@ class ReportToVolumePipeline:
         storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
         storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
         scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
+        reader = None
+        if (path / "reader").is_dir():
+            from medgen.reader import ReportReader
+
+            with storage.quiet_transformers():
+                reader = ReportReader.from_pretrained(path / "reader").float()
         try:
-            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config)
+            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader)
         except ValueError as err:
             raise InputFileError(path / storage.INDEX_NAME, str(err)) from None
         pipe.model_path, pipe.weights_sha256 = path, checksums
@@ -243,7 +256,8 @@ class ReportToVolumePipeline:
             guidance_scale=guidance_scale, density_guidance_scale=density_guidance_scale, seed=seed,
             generator=generator,
         )
-        # 2. Encode report
+        # 2. Read and encode report
+        readings = self.read_reports(request.reports)
         encoding, null_encoding = self.encode_report(request.reports)
         # 3. Prepare latents
         latent_shape, generator = self.prepare_latents(request, generator)
@@ -252,7 +266,7 @@ class ReportToVolumePipeline:
         # 5. Decode
         hu = self.decode(latents)
         # 6. Wrap
-        results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started)
+        results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings)
         return results if isinstance(report, (list, tuple)) else results[0]
 
     def check_inputs(self, report, *, density=None, shape=None, spacing=None, num_inference_steps=None,
@@ -287,6 +301,17 @@ class ReportToVolumePipeline:
             seed_source="generator" if generator is not None else "seed",
         )
 
+    def read_reports(self, reports: list[str]) -> list:
+        """The reader's `ReadResult` per report (its warnings are also raised as `UserWarning`s); [] without
+        a reader."""
+        if self.reader is None:
+            return []
+        readings = self.reader.read_batch(reports)
+        for i, reading in enumerate(readings):
+            for message in reading.warnings:
+                warnings.warn(f"report {i}: {message}" if len(reports) > 1 else message, UserWarning, stacklevel=3)
+        return readings
+
     def encode_report(self, reports: list[str]):
         """Reports -> (encoding of batch B, empty-text encoding of batch 1) for classifier-free guidance."""
         return self.text_encoder(reports), self.text_encoder.empty_encoding(1)
@@ -320,7 +345,8 @@ class ReportToVolumePipeline:
             image = self.autoencoder.decode(z)
         return intensity_to_hu(image[:, 0].float()).cpu().numpy().astype(np.float32)
 
-    def wrap(self, request: GenerationRequest, hu: np.ndarray, latents: torch.Tensor, *, elapsed_s: float):
+    def wrap(self, request: GenerationRequest, hu: np.ndarray, latents: torch.Tensor, *, elapsed_s: float,
+             readings=()):
         """One `GenerationResult` per report: Volume (RAS+, centred on the origin) + latent + provenance."""
         affine = make_affine(request.shape, request.spacing)
         has_density = request.densities is not None
@@ -346,6 +372,8 @@ class ReportToVolumePipeline:
                 device=str(self.device),
                 torch_version=torch.__version__,
                 elapsed_s=round(elapsed_s, 3),
+                **({"findings": readings[i].findings.to_dict(), "reader_warnings": list(readings[i].warnings)}
+                   if readings else {}),
             )
             volume = Volume(hu[i], affine.copy(), record)
             results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record))

@@ -1,0 +1,209 @@
+"""Turn the tagger's per-token labels into `Findings`.
+
+1. Spans: consecutive tokens whose best label in a group (anchors les/eff/emph, size, loc, type, ...) is
+   above threshold and equal form one span; a span's value is the label with the highest mean probability.
+2. Attachment: every attribute span (size, loc, type, margin / eside, egrade / xgrade, xdist) goes to the
+   nearest anchor of its finding kind in the same sentence (a sentence ends at '.', '。' or a line end);
+   in a sentence without such an anchor, to the last anchor before it ("It measures 12 mm.").
+3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
+   ones ('?') become `certainty="possible"`. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
+   the earlier lesion of its lobe with the closest size (and type, when both are stated); so does a mention
+   with no size of its own. Effusion sides are pooled (left + right = bilateral).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medgen.data.findings import EFFUSION_GRADES, EMPHYSEMA_GRADES, Effusion, Emphysema, Findings, Lesion
+from medgen.reader.labels import GROUPS, LABELS
+from medgen.reader.sizes import parse_size_mm
+from medgen.volume import DENSITY_WORD_DEFAULTS
+
+THRESHOLD = 0.5
+DEFAULT_SIZE_MM = 10.0
+ATTRIBUTES = {"les": ("size", "loc", "type", "margin"), "eff": ("eside", "egrade"), "emph": ("xgrade", "xdist")}
+_SENTENCE_END = re.compile(r"(?<!\d)\.|\.(?!\d)|。|\n")
+
+
+@dataclass
+class TaggedSpan:
+    """Characters ``start:end`` of the report, tagged `group` with `value` (e.g. 'loc', 'right_upper')."""
+
+    group: str
+    value: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "value": self.value, "start": self.start, "end": self.end,
+                "text": self.text, "score": round(self.score, 3)}
+
+
+@dataclass
+class _Candidate:
+    """A lesion being assembled, with what its report actually stated (defaults fill the rest)."""
+
+    lesion: Lesion
+    sized: bool
+    typed: bool
+    repeat: bool = False
+
+
+@dataclass
+class _Anchor:
+    span: TaggedSpan
+    sentence: int
+    attributes: dict[str, list[TaggedSpan]] = field(default_factory=dict)
+
+
+def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -> list[TaggedSpan]:
+    """Spans from per-token probabilities (n_tokens, len(LABELS)); tokens with empty offsets are skipped."""
+    spans: list[TaggedSpan] = []
+    for group, columns in GROUPS.items():
+        sub = probs[:, columns]
+        best = sub.argmax(1)
+        on = sub.max(1) > THRESHOLD
+        run: list[int] = []
+        for t in range(len(offsets) + 1):
+            active = t < len(offsets) and offsets[t][1] > offsets[t][0] and on[t]
+            same = active and run and best[t] == best[run[-1]] if group in ("les", "eff", "emph") else active
+            if run and not (active and (same or not run)):
+                spans.append(_span(text, group, columns, sub, run, offsets))
+                run = []
+            if active:
+                run.append(t)
+    return sorted(spans, key=lambda s: (s.start, s.group))
+
+
+def _span(text, group, columns, sub, run, offsets) -> TaggedSpan:
+    mean = sub[run].mean(0)
+    label = LABELS[columns[int(mean.argmax())]]
+    value = label.split("=", 1)[1] if "=" in label else label[len(group):] or "+"
+    start, end = offsets[run[0]][0], offsets[run[-1]][1]
+    return TaggedSpan(group, value, start, end, text[start:end], float(mean.max()))
+
+
+def _sentence_ids(text: str) -> np.ndarray:
+    ids = np.zeros(len(text) + 1, dtype=np.int64)
+    for match in _SENTENCE_END.finditer(text):
+        ids[match.end():] += 1
+    return ids
+
+
+def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
+    sentence = _sentence_ids(text)
+    anchors = {kind: [_Anchor(s, int(sentence[s.start])) for s in spans if s.group == kind] for kind in ATTRIBUTES}
+    for kind, groups in ATTRIBUTES.items():
+        for span in (s for s in spans if s.group in groups):
+            where = int(sentence[span.start])
+            same = [a for a in anchors[kind] if a.sentence == where]
+            if same:
+                anchor = min(same, key=lambda a: _gap(a.span, span))
+            else:
+                before = [a for a in anchors[kind] if a.span.start < span.start]
+                if not before:
+                    continue
+                anchor = before[-1]
+            anchor.attributes.setdefault(span.group, []).append(span)
+    return anchors
+
+
+def _gap(a: TaggedSpan, b: TaggedSpan) -> int:
+    return max(b.start - a.end, a.start - b.end, 0)
+
+
+def _first(anchor: _Anchor, group: str) -> str | None:
+    spans = anchor.attributes.get(group)
+    return spans[0].value if spans else None
+
+
+def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
+    """Findings from tagged spans, and warnings about what could not be used."""
+    anchors, warnings = _attach(text, spans), []
+    candidates: list[_Candidate] = []
+    for anchor in anchors["les"]:
+        if anchor.span.value == "-":
+            continue
+        candidate = _lesion(anchor, warnings)
+        if candidate is not None:
+            _merge(candidates, candidate)
+    for c in candidates:
+        if not c.sized:
+            warnings.append(f"no size given for the {c.lesion.lobe.replace('_', ' ')} lesion: "
+                            f"{DEFAULT_SIZE_MM:g} mm assumed")
+    findings = Findings(lesions=[c.lesion for c in candidates], effusion=_effusion(anchors["eff"]),
+                        emphysema=_emphysema(anchors["emph"]))
+    return findings, warnings
+
+
+def _lesion(anchor: _Anchor, warnings: list[str]) -> _Candidate | None:
+    lobe = _first(anchor, "loc")
+    if lobe is None:
+        warnings.append(f"lesion mention {anchor.span.text!r} at character {anchor.span.start} has no lobe; "
+                        "it was left out")
+        return None
+    sizes = None
+    for span in anchor.attributes.get("size", []):
+        sizes = parse_size_mm(span.text)
+        if sizes:
+            break
+    kind = _first(anchor, "type") or "solid"
+    lesion = Lesion(lobe=lobe, diameter_mm=sizes[0] if sizes else DEFAULT_SIZE_MM,
+                    density=DENSITY_WORD_DEFAULTS[kind], margin=_first(anchor, "margin") or "smooth",
+                    diameters_mm=sizes if sizes and len(sizes) > 1 else None,
+                    certainty="possible" if anchor.span.value == "?" else "definite")
+    return _Candidate(lesion, sized=bool(sizes), typed=_first(anchor, "type") is not None,
+                      repeat=anchor.span.value == "^")
+
+
+def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
+    """Fold a restated or unsized mention into the earlier lesion it repeats; otherwise it is a new lesion."""
+    if not (new.repeat or not new.sized):
+        candidates.append(new)
+        return
+    b = new.lesion
+    same = [old for old in candidates if old.lesion.lobe == b.lobe
+            and (not (old.typed and new.typed) or old.lesion.type == b.type)]
+    if new.sized:
+        same = [old for old in same if not old.sized or abs(old.lesion.diameter_mm - b.diameter_mm) <= 2.0]
+    if not same:
+        new.repeat = False
+        candidates.append(new)
+        return
+    old = min(same, key=lambda c: abs(c.lesion.diameter_mm - b.diameter_mm) if new.sized and c.sized else 0.0)
+    a = old.lesion
+    if new.sized and not old.sized:
+        a.diameter_mm, a.diameters_mm, old.sized = b.diameter_mm, b.diameters_mm, True
+    if new.typed and not old.typed:
+        a.density, old.typed = b.density, True
+    if b.certainty == "definite" and not new.repeat:
+        a.certainty = "definite"
+
+
+def _effusion(anchors: list[_Anchor]) -> Effusion | None:
+    present = [a for a in anchors if a.span.value != "-"]
+    if not present:
+        return None
+    sides = {s.value for a in present for s in a.attributes.get("eside", [])}
+    side = "bilateral" if "bilateral" in sides or {"left", "right"} <= sides or not sides else sides.pop()
+    grades = [s.value for a in present for s in a.attributes.get("egrade", [])]
+    grade = max(grades, key=EFFUSION_GRADES.index) if grades else "small"
+    certainty = "definite" if any(a.span.value == "+" for a in present) else "possible"
+    return Effusion(side, grade, certainty)
+
+
+def _emphysema(anchors: list[_Anchor]) -> Emphysema | None:
+    present = [a for a in anchors if a.span.value != "-"]
+    if not present:
+        return None
+    grades = [s.value for a in present for s in a.attributes.get("xgrade", [])]
+    grade = max(grades, key=EMPHYSEMA_GRADES.index) if grades else "mild"
+    upper = any(s.value == "upper" for a in present for s in a.attributes.get("xdist", []))
+    certainty = "definite" if any(a.span.value == "+" for a in present) else "possible"
+    return Emphysema(grade, upper, certainty)

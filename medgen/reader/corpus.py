@@ -1,0 +1,101 @@
+"""Training and evaluation reports for the reader: random findings written by the report writer's phrasing
+families, with the writer's span marks as token targets.
+
+Findings are drawn wider than the phantom's (`medgen.data.phantom.sample_findings`): 0-4 lesions of 4-90 mm,
+hedged (possible) findings for the families that can say so, and now and then a paragraph of unrelated
+English text with no finding at all, so that the reader learns to tag nothing there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from medgen.data.findings import (
+    EFFUSION_GRADES,
+    EMPHYSEMA_GRADES,
+    LOBES,
+    MARGINS,
+    SIDES,
+    Effusion,
+    Emphysema,
+    Findings,
+    Lesion,
+)
+from medgen.data.reports import HEDGING_FAMILIES, families_for, write_report
+from medgen.data.spans import Span
+
+
+@dataclass
+class ReaderExample:
+    text: str
+    spans: tuple[Span, ...]
+    findings: Findings | None  # None for unrelated text
+    language: str
+    family: str
+
+
+def sample_reader_findings(rng: np.random.Generator, *, hedged: bool) -> Findings:
+    """Random findings; with `hedged`, each finding is 'possible' with probability 0.3."""
+    def certainty():
+        return "possible" if hedged and rng.random() < 0.3 else "definite"
+
+    if rng.random() < 0.2:
+        return Findings()
+    n = int(rng.choice(5, p=(0.25, 0.35, 0.2, 0.12, 0.08)))
+    lesions = [Lesion(lobe=str(rng.choice(LOBES)), diameter_mm=round(float(np.exp(rng.uniform(np.log(4), np.log(90)))), 1),
+                      density=round(float(rng.uniform(0, 1)), 3), margin=str(rng.choice(MARGINS)), certainty=certainty())
+               for _ in range(n)]
+    effusion = (Effusion(str(rng.choice(SIDES)), str(rng.choice(EFFUSION_GRADES)), certainty())
+                if rng.random() < 0.35 else None)
+    emphysema = (Emphysema(str(rng.choice(EMPHYSEMA_GRADES)), bool(rng.random() < 0.5), certainty())
+                 if rng.random() < 0.3 else None)
+    return Findings(lesions, effusion, emphysema)
+
+
+def make_examples(n: int, *, split: str, seed: int, languages=("en", "zh"), p_unrelated: float = 0.0,
+                  families: tuple[str, ...] | None = None) -> list[ReaderExample]:
+    """`n` written reports of one split (languages alternate), optionally some unrelated paragraphs.
+
+    Args:
+        families: restrict to these family ids (default: every family of the split).
+    """
+    rng = np.random.default_rng(seed)
+    unrelated = _unrelated_paragraphs() if p_unrelated > 0 else []
+    out = []
+    for i in range(n):
+        if unrelated and rng.random() < p_unrelated:
+            out.append(ReaderExample(str(rng.choice(unrelated)), (), None, "en", "unrelated"))
+            continue
+        language = languages[i % len(languages)]
+        allowed = families_for(language, split)
+        if families is not None:
+            allowed = tuple(f for f in allowed if f in families)
+        family = str(rng.choice(allowed))
+        findings = sample_reader_findings(rng, hedged=family in HEDGING_FAMILIES)
+        report = write_report(findings, language=language, rng=rng, split=split, family=family)
+        out.append(ReaderExample(report.text, report.spans, findings, language, family))
+    return out
+
+
+def _unrelated_paragraphs() -> list[str]:
+    """English paragraphs with no chest findings: docstrings of standard-library modules (always offline)."""
+    import argparse
+    import collections
+    import json
+    import logging
+    import pathlib
+    import textwrap
+
+    texts = []
+    for module in (argparse, collections, json, logging, pathlib, textwrap, re, inspect):
+        for _, obj in inspect.getmembers(module):
+            doc = inspect.getdoc(obj) or ""
+            for para in doc.split("\n\n"):
+                para = " ".join(para.split())
+                if 80 <= len(para) <= 600 and ">>>" not in para:
+                    texts.append(para)
+    return sorted(set(texts))
