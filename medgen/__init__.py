@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 
 from medgen.volume import Volume, density_to_hu, hu_to_density  # noqa: E402
 
-__all__ = ["GenerationResult", "ReportToVolumePipeline", "default_model_path", "Volume", "density_to_hu", "hu_to_density", "__version__"]
+__all__ = ["Findings", "GenerationResult", "ReportReader", "ReportToVolumePipeline", "default_model_path", "Volume",
+           "density_to_hu", "hu_to_density", "__version__"]
 
 _LAZY = {"ReportToVolumePipeline", "GenerationResult"}  # imported on first use: torch/MONAI stay unloaded
 
@@ -14,6 +15,14 @@ def __getattr__(name: str):
         from medgen.pipelines.default_model import default_model_path
 
         return default_model_path
+    if name == "Findings":
+        from medgen.data.findings import Findings
+
+        return Findings
+    if name == "ReportReader":
+        from medgen.reader import ReportReader
+
+        return ReportReader
     if name in _LAZY:
         import medgen.pipelines
 

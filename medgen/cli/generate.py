@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,16 @@ def register(subparsers) -> None:
         help="generate synthetic CT volume(s) from report text",
         description="Generate a synthetic chest CT (NIfTI, HU, RAS+) from a radiology report.",
     )
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group(required=False)
     src.add_argument("--report", metavar="TEXT", help="the report text")
     src.add_argument("--report-file", metavar="FILE", type=Path, help="UTF-8 text file holding the report")
     src.add_argument("--manifest", metavar="JSONL", type=Path,
                      help='batch: one JSON object a line with "id", "report" (or "text"), optional "density", "seed"')
+    p.add_argument("--findings", metavar="F.json", type=Path,
+                   help="findings JSON (e.g. edited `medgen read` output) to generate instead of what the reader "
+                        "reads; no report text needed (layout-grounded models)")
+    p.add_argument("--layout", metavar="LABELS.nii.gz", type=Path,
+                   help="your own label map on the output grid to render (mask-to-CT; layout-grounded models)")
     p.add_argument("--out", metavar="OUT.nii.gz", type=Path, help="output NIfTI (single report)")
     p.add_argument("--out-dir", metavar="DIR", type=Path, help="output folder (batch): DIR/<id>.nii.gz, .json, .png")
     p.add_argument("--density", type=float, metavar="D", help="lesion density in [0, 1] (default: implied by the report)")
@@ -81,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
     from medgen.pipelines.validation import check_device, check_guidance, check_positive_int
 
     # 1. Check every input and output before loading anything.
+    if args.manifest is None and args.report is None and args.report_file is None and args.findings is None:
+        raise ValueError("give --report, --report-file, --findings or --manifest")
+    if args.manifest is not None and (args.findings is not None or args.layout is not None):
+        raise ValueError("--findings / --layout go with a single volume, not --manifest")
+    findings = _read_findings(args.findings) if args.findings is not None else None
+    layout = _read_layout(args.layout) if args.layout is not None else None
     jobs = _manifest_jobs(args) if args.manifest is not None else [_single_job(args)]
     if args.steps is not None:
         check_positive_int(args.steps, "steps")
@@ -93,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     model_dir = resolve_model_path(args.model)
 
     # 2. Load the model and check the model-dependent inputs (shape, steps) before generating.
+    from medgen.pipelines.layout_stage import LayoutWarning
     from medgen.pipelines.text_to_volume import ReportToVolumePipeline
+    from medgen.reader import ReaderWarning
 
     pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
     options = dict(
@@ -102,12 +116,22 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         density_guidance_scale=args.density_guidance,
     )
-    pipe.check_inputs(jobs[0].report, **options)
+    pipe.check_inputs(jobs[0].report, findings=findings, layout=layout, **options)
+    for job in jobs:  # the model decides whether a label map and a findings file are written too
+        plan_outputs(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview, overwrite=args.overwrite,
+                     labels=pipe.layout_grounded, findings=pipe.layout_grounded or pipe.reader is not None)
 
     # 3. Generate and write, one volume at a time (batch: one progress bar over the rows).
     batch = args.manifest is not None
     for job in _progress(jobs) if batch else jobs:
-        result = pipe(job.report, density=job.density, seed=job.seed, progress=not batch, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ReaderWarning)  # printed below as medgen: warning lines
+            warnings.simplefilter("ignore", LayoutWarning)
+            result = pipe(job.report, findings=findings, layout=layout, density=job.density, seed=job.seed,
+                          progress=not batch, **options)
+        layout_warnings = result.provenance.get("layout", {}).get("warnings", [])
+        for message in [*result.provenance.get("reader_warnings", []), *layout_warnings]:
+            print(f"medgen: warning: {job.out.name}: {message}", file=sys.stderr)
         written = result.save(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview,
                               overwrite=args.overwrite)
         if not batch:
@@ -117,12 +141,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_findings(path: Path):
+    from medgen.data.findings import Findings, FindingsError
+
+    if not path.is_file():
+        raise InputFileError(path, "findings file not found" if not path.exists() else "not a regular file")
+    try:
+        return Findings.from_json(path.read_text(encoding="utf-8"))
+    except (FindingsError, UnicodeDecodeError) as err:
+        raise InputFileError(path, str(err)) from None
+
+
+def _read_layout(path: Path):
+    from medgen.io import load_nifti
+
+    if not path.is_file():
+        raise InputFileError(path, "layout file not found" if not path.exists() else "not a regular file")
+    volume = load_nifti(path)
+    volume.meta["path"] = str(path)
+    return volume
+
+
 def _single_job(args) -> Job:
     if args.out is None:
-        raise ValueError("--out OUT.nii.gz is required with --report / --report-file")
+        raise ValueError("--out OUT.nii.gz is required with --report / --report-file / --findings")
     if args.out_dir is not None:
         raise ValueError("--out-dir is for --manifest; use --out with a single report")
-    report = read_report_file(args.report_file) if args.report_file is not None else check_report(args.report)
+    if args.report_file is not None:
+        report = read_report_file(args.report_file)
+    else:
+        report = None if args.report is None else check_report(args.report)
     return Job(report, check_density(args.density), check_seed(args.seed), args.out, args.dicom_out)
 
 

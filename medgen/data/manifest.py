@@ -27,7 +27,7 @@ from medgen.errors import InputFileError
 from medgen.io.atomic import atomic_path
 
 REQUIRED_KEYS = ("id", "image", "report", "language", "split")
-PATH_KEYS = ("image", "label")
+PATH_KEYS = ("image", "label", "layout")
 LANGUAGES = ("en", "zh")
 SPLITS = ("train", "val", "test")
 DENSITY_SOURCES = ("mask", "words", "unknown")

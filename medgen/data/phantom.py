@@ -73,12 +73,14 @@ class PhantomCase:
         labels: uint8 label map with values from `medgen.data.findings.LABELS`, same affine.
         findings: ground truth; each Lesion.center_mm filled (RAS+ world mm).
         subject: json-serialisable anatomy parameters and the measurements of the findings.
+        lesion_ids: uint8 map, n > 0 where the voxel belongs to ``findings.lesions[n - 1]`` (0 elsewhere).
     """
 
     image: Volume
     labels: Volume
     findings: Findings
     subject: dict
+    lesion_ids: np.ndarray | None = None
 
 
 def sample_findings(rng: np.random.Generator, p_normal: float = 0.25) -> Findings:
@@ -102,13 +104,19 @@ def sample_findings(rng: np.random.Generator, p_normal: float = 0.25) -> Finding
     return findings
 
 
-def make_phantom(findings: Findings | None = None, *, shape=64, spacing=5.0, seed: int = 0) -> PhantomCase:
+def anatomy_of_seed(seed: int) -> dict:
+    """The anatomy parameters `make_phantom` draws for `seed` (its subject's ``subject["anatomy"]``)."""
+    return sample_anatomy(np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(6)[1]))
+
+
+def make_phantom(findings: Findings | None = None, *, shape=64, spacing=5.0, seed: int = 0,
+                 anatomy: dict | None = None) -> PhantomCase:
     """Build one phantom chest CT; see `make_phantom_with_tissues` (this drops the tissue map)."""
-    return make_phantom_with_tissues(findings, shape=shape, spacing=spacing, seed=seed)[0]
+    return make_phantom_with_tissues(findings, shape=shape, spacing=spacing, seed=seed, anatomy=anatomy)[0]
 
 
 def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spacing=5.0,
-                              seed: int = 0) -> tuple[PhantomCase, np.ndarray]:
+                              seed: int = 0, anatomy: dict | None = None) -> tuple[PhantomCase, np.ndarray]:
     """Build one phantom; also returns the uint8 tissue map (values of `TISSUES`) used by tests and tables.
 
     Args:
@@ -116,6 +124,8 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
         shape: voxels, one int (cube) or (X, Y, Z).
         spacing: mm, one float or (sx, sy, sz).
         seed: non-negative int; same arguments give identical arrays.
+        anatomy: anatomy parameters (`sample_anatomy` output, e.g. another subject's ``subject["anatomy"]``)
+            to use instead of the ones drawn from `seed`; every other draw is unchanged.
     """
     # 1. Check inputs, split the seed into independent streams
     shape, spacing = _check_grid(shape, spacing)
@@ -129,6 +139,8 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
 
     # 2. Subject: anatomy, tissue HU, vessel and airway trees, textures (independent of the findings)
     params = sample_anatomy(r_anatomy)
+    if anatomy is not None:
+        params = dict(anatomy)
     thorax = Thorax(params)
     hu_table = {k: round(float(r_anatomy.uniform(*v)), 1) for k, v in TISSUE_HU.items()}
     noise_std = round(float(r_anatomy.uniform(10, 18)), 2)
@@ -193,7 +205,8 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
         lung = np.isin(labels, LOBE_VALUES)
         subject["emphysema"]["laa950_percent"] = round(float((image[lung] < -950).mean() * 100), 2)
     meta = {"phantom_seed": int(seed), "synthetic": True}
-    case = PhantomCase(Volume(image, affine, dict(meta)), Volume(labels, affine.copy(), dict(meta)), findings, subject)
+    case = PhantomCase(Volume(image, affine, dict(meta)), Volume(labels, affine.copy(), dict(meta)), findings, subject,
+                       lesion_id)
     return case, tissue
 
 

@@ -55,12 +55,14 @@ def _lesion(m: Measured, rng: np.random.Generator, vocab: str) -> list[str]:
     if chance(rng, 0.4):  # spread over several sentences
         return [f"{where}见一{w['n']}。", pick(rng, ANAPHOR[vocab]).format(size=size), f"{w['post']}，{w['mg']}。"]
     interval = f"，{pick(rng, INTERVAL[vocab])}" if chance(rng, 0.5) else ""
+    if vocab == H:  # held out: the lesion first, its place after
+        return [f"{w['d']}{w['n']}一枚，位于{where}，径线约{size}，{w['mg']}{interval}。"]
     return [f"{where}见{w['d']}{w['n']}，大小约{size}，{w['mg']}{interval}。"]
 
 
 def _effusion(e: Effusion, rng: np.random.Generator, vocab: str) -> list[str]:
     side, grade = effusion_words(e, rng, vocab)
-    noun = mark(pick(rng, ("积液", "胸腔积液")), certainty_tag("eff", e.certainty))
+    noun = mark(pick(rng, ("积液", "胸腔积液", "胸水", "胸膜腔积液")), certainty_tag("eff", e.certainty))
     if e.certainty == "possible":
         out = [f"{side}胸腔{pick(rng, HEDGE_PRE[vocab])}{grade}{noun}。"]
     else:

@@ -89,6 +89,9 @@ def _where(x: Emphysema, where: str) -> str:
 def effusion_phrase(e: Effusion, rng: np.random.Generator, vocab: str = T) -> str:
     """'small left pleural effusion' / 'moderate bilateral pleural effusions' (no article)."""
     noun = "pleural effusions" if e.side == "bilateral" else "pleural effusion"
+    if vocab == T:
+        noun = pick(rng, (noun, noun, "effusion" + noun[-1] * (noun[-1] == "s"), "pleural fluid collection",
+                          "pleural fluid"))
     grade, side, noun = effusion_marks(e, pick(rng, EFFUSION_GRADE[vocab][e.grade]),
                                        pick(rng, EFFUSION_SIDE[vocab][e.side]), noun)
     return f"{grade} {side} {noun}"

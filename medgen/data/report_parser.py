@@ -40,12 +40,12 @@ LESION = _rx(r"nodules?|nodular|mass(?:es)?|opacit(?:y|ies)|lesions?|[pm]?ggns?|
              "结节|肿块|团块|病灶|占位|磨玻璃影|毛玻璃影")
 PART_SOLID = _rx(r"part[- ]?solid|partly[- ]solid|partially[- ]solid|semi[- ]?solid|sub[- ]?solid|mggn"
                  r"|mixed[- ](?:solid|ground[- ]glass|density|attenuation)|solid (?:component|portion|part)",
-                 "部分实性|混杂磨玻璃|混合磨玻璃|混杂密度|混合密度|密度混杂|亚实性|实性成分|实性部分|mggn")
+                 "部分实性|混杂磨玻璃|混合磨玻璃|混杂密度|混合密度|密度混杂|亚实性|半实性|实性成分|实性部分|mggn")
 GROUND_GLASS = _rx(r"ground[- ]?glass|non-?solid|p?ggns?|ggos?|hazy", "磨玻璃|毛玻璃|非实性")
-SOLID = _rx(r"solid|soft[- ]tissue (?:attenuation|density)", "实性|软组织密度")
+SOLID = _rx(r"solid|soft[- ]tissue(?: attenuation| density)?", "实性|实质性|软组织密度")
 DENSITY_WORDS = (("part-solid", PART_SOLID), ("ground-glass", GROUND_GLASS), ("solid", SOLID))
 MARGIN_WORDS = (("spiculated", _rx(r"spiculat(?:ed|ion|ions)|spicules?|stellate", "毛刺|棘状")),
-                ("lobulated", _rx(r"(?:macro)?lobulat(?:ed|ion|ions)|lobular", "分叶")))
+                ("lobulated", _rx(r"(?:macro|micro)?lobulat(?:ed|ion|ions)|lobular", "分叶")))
 SMOOTHISH = _rx(r"smooth|well[- ](?:circumscribed|defined|marginated)|sharply marginated|circumscribed",
                 "光滑|清楚|清晰|规整|锐利")
 
@@ -59,7 +59,7 @@ EFFUSION_GRADES = (("small", _rx(r"small|trace|minimal|tiny", "少量|微量|少
 EMPHYSEMA = _rx(r"emphysema|emphysematous", "肺气肿")
 EMPHYSEMA_GRADES = (("mild", _rx(r"mild|minimal|slight|trace", "轻度|轻微")),
                     ("moderate", _rx(r"moderate", "中度")),
-                    ("severe", _rx(r"severe|advanced|marked|extensive", "重度|严重|显著")))
+                    ("severe", _rx(r"severe|advanced|marked|extensive", "重度|严重|显著|明显")))
 UPPER = _rx(r"upper|apical|apices|apex", "上叶|上肺|肺尖")
 
 NEGATION = _rx(r"no|not|without|negative for|absence of|absent|free of|none", "未|无|没有|不伴")

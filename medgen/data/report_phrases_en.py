@@ -1,6 +1,10 @@
 """English phrase banks. Each bank is split into "train" and "heldout" vocabulary so that held-out
 families (`report_families_en`) use wording the training families never produce.
 
+Training vocabulary covers the common radiology terms a reader of real reports must know (opacity, lesion,
+subsolid, non-solid, well-defined, pleural fluid, ...); the held-out halves keep rarer synonyms that never
+appear in training (tests/test_reports.py lists them), so held-out reports still test unseen wording.
+
 Density keys are `medgen.volume.density_class` values; margins, sides and grades are the
 `medgen.data.findings` vocabularies; lesion kinds are 'nodule' / 'mass'.
 """
@@ -57,9 +61,9 @@ def _lobe_text(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> 
 
 # Density as an adjective before the noun.
 DENSITY_ADJ = {
-    "train": {"ground-glass": ("ground-glass", "pure ground-glass"),
-              "part-solid": ("part-solid", "partly solid"),
-              "solid": ("solid",)},
+    "train": {"ground-glass": ("ground-glass", "pure ground-glass", "ground glass", "non-solid"),
+              "part-solid": ("part-solid", "partly solid", "subsolid", "semi-solid", "mixed solid and ground-glass"),
+              "solid": ("solid", "soft tissue", "soft-tissue density")},
     "heldout": {"ground-glass": ("non-solid", "ground glass"),
                 "part-solid": ("subsolid", "mixed-attenuation"),
                 "solid": ("soft-tissue density", "solid-appearing")},
@@ -67,9 +71,9 @@ DENSITY_ADJ = {
 # Density as a phrase after the noun / verb ("... is {phrase}"); may hold {solid}, the
 # solid component with its article ("an 8 mm").
 DENSITY_POST = {
-    "train": {"ground-glass": ("of ground-glass attenuation",),
-              "part-solid": ("with {solid} solid component", "of part-solid attenuation"),
-              "solid": ("of solid attenuation",)},
+    "train": {"ground-glass": ("of ground-glass attenuation", "of hazy ground-glass density", "without a solid part"),
+              "part-solid": ("with {solid} solid component", "of part-solid attenuation", "with a solid core"),
+              "solid": ("of solid attenuation", "of soft-tissue attenuation", "entirely solid")},
     "heldout": {"ground-glass": ("of pure ground-glass attenuation without a solid component",
                                  "non-solid, of ground-glass attenuation"),
                 "part-solid": ("subsolid, with {solid} solid component",
@@ -77,17 +81,21 @@ DENSITY_POST = {
                 "solid": ("of soft-tissue attenuation", "uniformly solid")},
 }
 MARGIN = {
-    "train": {"smooth": ("smooth", "well-circumscribed"), "lobulated": ("lobulated",),
-              "spiculated": ("spiculated",)},
+    "train": {"smooth": ("smooth", "well-circumscribed", "well-defined", "circumscribed", "sharp"),
+              "lobulated": ("lobulated", "lobular", "microlobulated"),
+              "spiculated": ("spiculated", "irregular spiculated", "irregular, spiculated", "spiculated, irregular")},
     "heldout": {"smooth": ("sharply marginated", "well-defined"), "lobulated": ("macrolobulated", "lobular"),
                 "spiculated": ("stellate", "irregular spiculated")},
 }
 NOUN = {
-    "train": {"nodule": ("nodule", "pulmonary nodule"), "mass": ("mass",)},
+    "train": {"nodule": ("nodule", "pulmonary nodule", "opacity", "lesion", "nodular lesion", "nodular density",
+                         "focus", "lung nodule"),
+              "mass": ("mass", "mass lesion", "lung mass", "parenchymal mass")},
     "heldout": {"nodule": ("nodular opacity", "opacity", "lesion"), "mass": ("mass lesion", "pulmonary mass")},
 }
 EFFUSION_GRADE = {
-    "train": {"small": ("small",), "moderate": ("moderate",), "large": ("large",)},
+    "train": {"small": ("small", "trace", "small-volume", "minimal", "tiny"), "moderate": ("moderate", "medium"),
+              "large": ("large", "large-volume", "substantial", "sizable")},
     "heldout": {"small": ("small-volume", "minimal"), "moderate": ("moderate-volume", "medium-sized"),
                 "large": ("large-volume", "massive")},
 }
@@ -95,17 +103,19 @@ EFFUSION_GRADE = {
 EFFUSION_AMOUNT = {"small": ("a small amount of", "minimal"), "moderate": ("a moderate amount of", "moderate-volume"),
                    "large": ("a large amount of", "large-volume")}
 EFFUSION_SIDE = {  # adjective before "pleural effusion"
-    "train": {"left": ("left",), "right": ("right",), "bilateral": ("bilateral",)},
+    "train": {"left": ("left", "left-sided"), "right": ("right", "right-sided"), "bilateral": ("bilateral",)},
     "heldout": {"left": ("left-sided",), "right": ("right-sided",), "bilateral": ("bilateral",)},
 }
 EFFUSION_WHERE = {"left": ("on the left",), "right": ("on the right",),  # after the noun (held out)
                   "bilateral": ("bilaterally", "on both sides")}
 EMPHYSEMA_GRADE = {
-    "train": {"mild": ("mild",), "moderate": ("moderate",), "severe": ("severe",)},
+    "train": {"mild": ("mild", "slight", "minimal", "trace"), "moderate": ("moderate",),
+              "severe": ("severe", "marked", "extensive")},
     "heldout": {"mild": ("minimal", "slight"), "moderate": ("moderate",), "severe": ("advanced", "marked")},
 }
 EMPHYSEMA_UPPER = {
-    "train": (", upper lobe predominant", " with upper lobe predominance", ", predominantly in the upper lobes"),
+    "train": (", upper lobe predominant", " with upper lobe predominance", ", predominantly in the upper lobes",
+              ", apical predominant", ", most marked in the upper lobes"),
     "heldout": (", most pronounced at the lung apices", " with an upper-zone predominance"),
 }
 EMPHYSEMA_DIFFUSE = {"train": ("", ", diffuse"), "heldout": ("", " without zonal predominance")}

@@ -48,8 +48,9 @@ def _lobe_text(lobe: str, rng: np.random.Generator, styles: tuple[str, ...]) -> 
 
 # Density as a modifier before the noun (磨玻璃结节) and as a clause (呈软组织密度); {solid} = mm.
 DENSITY_ADJ = {
-    "train": {"ground-glass": ("磨玻璃", "纯磨玻璃", "磨玻璃密度"), "part-solid": ("部分实性", "混杂磨玻璃"),
-              "solid": ("实性",)},
+    "train": {"ground-glass": ("磨玻璃", "纯磨玻璃", "磨玻璃密度", "磨玻璃样"),
+              "part-solid": ("部分实性", "混杂磨玻璃", "亚实性", "混杂密度", "半实性"),
+              "solid": ("实性", "软组织密度", "实质性")},
     "heldout": {"ground-glass": ("毛玻璃", "毛玻璃密度"), "part-solid": ("亚实性", "混合密度"),
                 "solid": ("软组织密度",)},
 }
@@ -62,18 +63,19 @@ DENSITY_POST = {
                 "solid": ("呈均匀软组织密度", "密度均匀，呈软组织密度")},
 }
 MARGIN = {
-    "train": {"smooth": ("边缘光滑", "边界清楚", "边缘光滑，未见分叶及毛刺"),
-              "lobulated": ("边缘可见分叶", "呈分叶状"), "spiculated": ("边缘可见毛刺", "边缘见毛刺征")},
+    "train": {"smooth": ("边缘光滑", "边界清楚", "边缘光滑，未见分叶及毛刺", "边缘清晰", "边界清晰"),
+              "lobulated": ("边缘可见分叶", "呈分叶状", "浅分叶", "可见分叶征"),
+              "spiculated": ("边缘可见毛刺", "边缘见毛刺征", "短毛刺", "可见毛刺")},
     "heldout": {"smooth": ("轮廓规整", "边缘锐利"), "lobulated": ("可见浅分叶", "分叶征阳性"),
                 "spiculated": ("周围见棘状突起", "见短毛刺")},
 }
-NOUN = {"train": {"nodule": ("结节",), "mass": ("肿块",)},
+NOUN = {"train": {"nodule": ("结节", "结节影", "病灶", "小结节", "结节灶"), "mass": ("肿块", "团块影", "肿物", "肿块影")},
         "heldout": {"nodule": ("结节影", "病灶"), "mass": ("团块影", "占位性病变")}}
-EFFUSION_GRADE = {"train": {"small": ("少量",), "moderate": ("中等量",), "large": ("大量",)},
+EFFUSION_GRADE = {"train": {"small": ("少量", "少许", "微量"), "moderate": ("中等量", "中量"), "large": ("大量",)},
                   "heldout": {"small": ("少许",), "moderate": ("中量",), "large": ("大量",)}}
-EFFUSION_SIDE = {"train": {"left": ("左侧",), "right": ("右侧",), "bilateral": ("双侧",)},
+EFFUSION_SIDE = {"train": {"left": ("左侧", "左"), "right": ("右侧", "右"), "bilateral": ("双侧", "两侧")},
                  "heldout": {"left": ("左侧",), "right": ("右侧",), "bilateral": ("两侧",)}}
-EMPHYSEMA_GRADE = {"train": {"mild": ("轻度",), "moderate": ("中度",), "severe": ("重度",)},
+EMPHYSEMA_GRADE = {"train": {"mild": ("轻度", "轻微"), "moderate": ("中度",), "severe": ("重度", "明显")},
                    "heldout": {"mild": ("轻微",), "moderate": ("中度",), "severe": ("严重",)}}
 EMPHYSEMA_UPPER = {"train": ("，以双肺上叶为著", "，以上叶为主"), "heldout": ("，双上肺明显", "，肺尖部为著")}
 EMPHYSEMA_DIFFUSE = {"train": ("", "，弥漫分布"), "heldout": ("", "，分布无明显区域差异")}

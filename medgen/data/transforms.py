@@ -64,6 +64,8 @@ class DataConfig:
         spacing: output voxel size (mm) (a float means isotropic).
         hu_window: HU mapped to [-1, 1] (clipped); keep the package default unless you retrain.
         with_label: also load, resample and crop the `label` map (nearest neighbour).
+        label_key: the manifest column holding that map: "label" (the phantom's label map) or "layout"
+            (the layout label map written by `medgen data layouts`: each lesion its own label, emphysema).
         cache: "none", "memory" (CacheDataset) or "disk" (PersistentDataset under `cache_dir`).
         cache_dir: folder for the disk cache (required for cache="disk").
         num_workers: worker processes used to fill the memory cache / by DataLoaders.
@@ -73,6 +75,7 @@ class DataConfig:
     spacing: tuple[float, float, float] = (5.0, 5.0, 5.0)
     hu_window: tuple[float, float] = HU_WINDOW
     with_label: bool = False
+    label_key: str = "label"
     cache: str = "none"
     cache_dir: str | None = None
     num_workers: int = 0
@@ -103,7 +106,8 @@ class DataConfig:
 
     def fingerprint(self) -> str:
         """Short hash of everything that changes the cached tensors (names the disk-cache subfolder)."""
-        payload = {k: v for k, v in asdict(self).items() if k in ("shape", "spacing", "hu_window", "with_label")}
+        keys = ("shape", "spacing", "hu_window", "with_label") + (("label_key",) if self.label_key != "label" else ())
+        payload = {k: v for k, v in asdict(self).items() if k in keys}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -200,6 +204,12 @@ def build_dataset(entries: list[dict], config: DataConfig) -> torch.utils.data.D
     The disk cache keeps MetaTensors (affine included) under ``cache_dir/<config fingerprint>/``.
     """
     transform = build_transforms(config)
+    if config.with_label and config.label_key != "label":
+        missing = [e.get("id") for e in entries if not e.get(config.label_key)]
+        if missing:
+            raise ValueError(f"manifest rows without {config.label_key!r} (e.g. {missing[0]!r}); "
+                             "run `medgen data layouts --manifest ...` first")
+        entries = [{**e, "label": e[config.label_key]} for e in entries]
     if config.cache == "memory":
         return CacheDataset(entries, transform, num_workers=config.num_workers or None, progress=False)
     if config.cache == "disk":

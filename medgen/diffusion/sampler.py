@@ -75,6 +75,7 @@ def sample_latents(
     generator: torch.Generator | None = None,
     progress: bool = True,
     device=None,
+    layout: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate latents (B, C, *S) (float32, on `device`) by guided reverse diffusion.
 
@@ -90,6 +91,8 @@ def sample_latents(
         generator: CPU generator for the initial (and DDPM step) noise.
         progress: show a tqdm bar.
         device: where to run (default: the UNet's device).
+        layout: (B, L, *S) layout channels on the latent grid for a layout-conditioned UNet (every branch
+            sees the layout: it is a hard condition, not a guided one).
     """
     params = next(iter(unet.parameters()), None)
     if device is None:
@@ -116,6 +119,8 @@ def sample_latents(
     cond = expand_conditions(to_dev(encoding), to_dev(null_encoding), dens, guidance)
     cond["token_states"] = cond["token_states"].to(model_dtype)
     cond["pooled"] = cond["pooled"].to(model_dtype)
+    if layout is not None:
+        cond["layout"] = layout.to(device=device, dtype=model_dtype).repeat(n_branch, *([1] * (layout.ndim - 1)))
 
     x = initial_noise(shape, generator, device)
 

@@ -3,13 +3,19 @@
 ``build_autoencoder`` / ``build_discriminator`` take a plain dict of constructor kwargs (the
 ``autoencoder:`` / ``discriminator:`` sections of an experiment YAML); missing keys fall back to
 the defaults below (a small 3D VAE, 1 channel in/out, 4 latent channels, 4x downsampling).
+
+With ``label_nc`` in the config the autoencoder is anatomy-aware: MONAI's ``SPADEAutoencoderKL``, whose
+decoder is modulated at every scale by the layout channels (`medgen.layout.labels.CHANNELS`: label one-hots
+and the lesion density map), so lesion, fluid and emphysema attenuation come from the layout rather than
+from what a 4x latent can remember. `autoencode` / `decode_latents` call either kind the same way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+import torch
+from monai.networks.nets import AutoencoderKL, PatchDiscriminator, SPADEAutoencoderKL
 
 AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "spatial_dims": 3,
@@ -23,6 +29,10 @@ AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "with_encoder_nonlocal_attn": False,
     "with_decoder_nonlocal_attn": False,
 }
+
+# Extra constructor kwargs of the anatomy-aware (SPADE) autoencoder.
+SPADE_KEYS = ("label_nc", "spade_intermediate_channels")
+AUTOENCODER_KEYS = frozenset(AUTOENCODER_DEFAULTS) | frozenset(SPADE_KEYS)
 
 DISCRIMINATOR_DEFAULTS: dict[str, Any] = {
     "spatial_dims": 3,
@@ -51,9 +61,39 @@ def autoencoder_config(config: dict | None = None) -> dict[str, Any]:
     return _tuplify(cfg)
 
 
-def build_autoencoder(config: dict | None = None) -> AutoencoderKL:
-    """MONAI ``AutoencoderKL`` from a dict of its constructor kwargs (defaults: small 3D VAE, 4x downsampling)."""
-    return AutoencoderKL(**autoencoder_config(config))
+def build_autoencoder(config: dict | None = None) -> AutoencoderKL | SPADEAutoencoderKL:
+    """MONAI ``AutoencoderKL`` (or ``SPADEAutoencoderKL`` when `config` has ``label_nc``) from a dict of its
+    constructor kwargs (defaults: small 3D VAE, 4x downsampling)."""
+    cfg = autoencoder_config(config)
+    unknown = sorted(set(cfg) - AUTOENCODER_KEYS)
+    if unknown:
+        raise ValueError(f"unknown autoencoder config key(s) {unknown}")
+    if "label_nc" in cfg:
+        return SPADEAutoencoderKL(**cfg)
+    return AutoencoderKL(**cfg)
+
+
+def is_layout_aware(autoencoder) -> bool:
+    """True for an autoencoder whose decoder needs the layout channels."""
+    return isinstance(autoencoder, SPADEAutoencoderKL)
+
+
+def autoencode(autoencoder, x: torch.Tensor, layout: torch.Tensor | None = None):
+    """(reconstruction, z_mu, z_sigma) of images x (B, 1, X, Y, Z); `layout` (B, C, X, Y, Z) for a SPADE one."""
+    if is_layout_aware(autoencoder):
+        if layout is None:
+            raise ValueError("this autoencoder is layout-aware: pass the layout channels")
+        return autoencoder(x, layout)
+    return autoencoder(x)
+
+
+def decode_latents(autoencoder, z: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode latents z (B, C, x, y, z); `layout` at image resolution for a layout-aware autoencoder."""
+    if is_layout_aware(autoencoder):
+        if layout is None:
+            raise ValueError("this autoencoder is layout-aware: pass the layout channels")
+        return autoencoder.decode(z, layout)
+    return autoencoder.decode(z)
 
 
 def build_discriminator(config: dict | None = None) -> PatchDiscriminator:

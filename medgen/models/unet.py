@@ -124,6 +124,7 @@ class ConditionalUNet(nn.Module):
         cross_attention_dim: int,
         pooled_dim: int,
         transformer_num_layers: int = 1,
+        layout_channels: int = 0,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -139,12 +140,15 @@ class ConditionalUNet(nn.Module):
             "pooled_dim": int(pooled_dim),
             "transformer_num_layers": int(transformer_num_layers),
         }
+        if layout_channels:  # only written when used: configs of text-only models stay as they were
+            self.config["layout_channels"] = int(layout_channels)
         self.spatial_dims = int(spatial_dims)
         self.cross_attention_dim = int(cross_attention_dim)
         self.pooled_dim = int(pooled_dim)
+        self.layout_channels = int(layout_channels)
         self.unet = DiffusionModelUNet(
             spatial_dims=spatial_dims,
-            in_channels=in_channels,
+            in_channels=in_channels + self.layout_channels,
             out_channels=out_channels,
             channels=tuple(channels),
             attention_levels=tuple(attention_levels),
@@ -192,6 +196,7 @@ class ConditionalUNet(nn.Module):
         attention_mask: torch.Tensor | None,
         pooled: torch.Tensor,
         density: torch.Tensor | None,
+        layout: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the diffusion target (epsilon / v / flow velocity) for latents `x`.
 
@@ -202,6 +207,8 @@ class ConditionalUNet(nn.Module):
             attention_mask: (B, L), 1 = real token, 0 = padding (None: all real).  Padded tokens are ignored.
             pooled: (B, pooled_dim) pooled text vector.
             density: (B,) lesion density in [0, 1], NaN = unknown (None: all unknown).
+            layout: (B, layout_channels, *S) layout channels pooled to the latent grid, joined to `x`
+                (zeros = no layout); required when the UNet has layout channels.
         """
         b = x.shape[0]
         timesteps = torch.as_tensor(timesteps, device=x.device)
@@ -220,4 +227,11 @@ class ConditionalUNet(nn.Module):
             token_states.to(x.device), None if attention_mask is None else attention_mask.to(x.device)
         )
         class_labels = torch.cat([density[:, None], pooled.to(device=x.device, dtype=torch.float32)], dim=1)
+        if self.layout_channels:
+            if layout is None or layout.shape[0] != b or layout.shape[1] != self.layout_channels:
+                got = None if layout is None else tuple(layout.shape)
+                raise ValueError(f"this UNet joins {self.layout_channels} layout channels to its input; got {got}")
+            x = torch.cat([x, layout.to(device=x.device, dtype=x.dtype)], dim=1)
+        elif layout is not None:
+            raise ValueError("this UNet has no layout channels (a text-only model); do not pass `layout`")
         return self.unet(x, timesteps, context=context, class_labels=class_labels)

@@ -9,6 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from medgen.errors import MedgenError
 from medgen.io.atomic import check_output_path
 from medgen.io.dicom import write_dicom_series
@@ -25,10 +27,23 @@ def preview_path(nifti_path) -> Path:
     return path.with_name(stem + ".png")
 
 
-def plan_outputs(path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
+def labels_path(nifti_path) -> Path:
+    """``x.nii.gz`` -> ``x_labels.nii.gz`` (the layout label map beside the CT)."""
+    path = Path(nifti_path)
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    return path.with_name(stem + "_labels" + path.name[len(stem):])
+
+
+def findings_path(nifti_path) -> Path:
+    """``x.nii.gz`` -> ``x_findings.json``."""
+    return preview_path(nifti_path).with_name(preview_path(nifti_path).stem + "_findings.json")
+
+
+def plan_outputs(path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False, labels: bool = False,
+                 findings: bool = False) -> dict[str, Path]:
     """The files `GenerationResult.save` writes, checked before any work.
 
-    Returns ``{"nifti", "sidecar"[, "preview"][, "dicom"]} -> Path``. Raises ValueError for a name that is
+    Returns ``{"nifti", "sidecar"[, "preview"][, "labels"][, "findings"][, "dicom"]} -> Path``. Raises ValueError for a name that is
     not ``.nii``/``.nii.gz``, `OutputExistsError` for an existing output without `overwrite`, and
     `MedgenError` for an output folder that is not writable or an output that is an existing folder.
     """
@@ -38,6 +53,10 @@ def plan_outputs(path, *, dicom_dir=None, preview: bool = True, overwrite: bool 
     outputs = {"nifti": path, "sidecar": sidecar_path(path)}
     if preview:
         outputs["preview"] = preview_path(path)
+    if labels:
+        outputs["labels"] = labels_path(path)
+    if findings:
+        outputs["findings"] = findings_path(path)
     if dicom_dir is not None:
         outputs["dicom"] = _check_dicom_dir(Path(dicom_dir), outputs)
     for key, out in outputs.items():
@@ -75,14 +94,19 @@ class GenerationResult:
         volume: HU (float32) on an RAS+ grid centred on the world origin; ``volume.meta`` is `provenance`.
         latent: the denoised latent (C, x, y, z) on the CPU, before the scale factor is undone.
         provenance: report, density, seed, steps, guidance, model id and weight sha256, version, time, device.
+        labels: the layout label map the volume was rendered from (layout-grounded models), same affine.
+        findings: what the volume was asked to show (the reader's or the given findings, with lesion centres).
     """
 
     volume: Volume
     latent: object
     provenance: dict
+    labels: Volume | None = None
+    findings: object = None
 
     def save(self, path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
-        """Write NIfTI (int16 HU, descrip ``SYNTHETIC ...``) + sidecar JSON [+ PNG preview] [+ DICOM series].
+        """Write NIfTI (int16 HU, descrip ``SYNTHETIC ...``) + sidecar JSON [+ PNG preview] [+ DICOM series]
+        [+ ``x_labels.nii.gz`` layout label map] [+ ``x_findings.json``] (the last two when the result has them).
 
         Every output is checked before any work, everything is written to temporary names beside the
         targets first, then renamed into place: a failure leaves no partial output.
@@ -96,7 +120,8 @@ class GenerationResult:
         Returns:
             ``{"nifti", "sidecar"[, "preview"][, "dicom"]} -> Path`` of what was written.
         """
-        outputs = plan_outputs(path, dicom_dir=dicom_dir, preview=preview, overwrite=overwrite)
+        outputs = plan_outputs(path, dicom_dir=dicom_dir, preview=preview, overwrite=overwrite,
+                               labels=self.labels is not None, findings=self.findings is not None)
         stages: dict[Path, Path] = {}  # output folder -> private staging folder inside it
         created: list[Path] = []  # output folders this call made (removed again on failure)
 
@@ -112,6 +137,12 @@ class GenerationResult:
             files = {"nifti": staged(outputs["nifti"])}
             save_nifti(self.volume, files["nifti"], sidecar=self.provenance, descrip=self._descrip())
             files["sidecar"] = sidecar_path(files["nifti"])
+            if "labels" in outputs:
+                files["labels"] = staged(outputs["labels"])
+                save_nifti(self.labels, files["labels"], dtype=np.uint8, descrip="SYNTHETIC medgen layout labels")
+            if "findings" in outputs:
+                files["findings"] = staged(outputs["findings"])
+                files["findings"].write_text(self.findings.to_json() + "\n", encoding="utf-8")
             if "preview" in outputs:
                 files["preview"] = staged(outputs["preview"])
                 render_orthogonal(self.volume, files["preview"], window=LUNG_WINDOW, title=self._title())

@@ -80,7 +80,8 @@ def reader_folders(path: Path) -> list[Path]:
 
 def weight_folders(path: Path) -> list[Path]:
     """Folders of the pipeline that must hold safetensors weights."""
-    return [*text_encoder_folders(path), path / "autoencoder", path / "unet", *reader_folders(path)]
+    bank = [path / "anatomy_bank"] if (path / "anatomy_bank").is_dir() else []
+    return [*text_encoder_folders(path), path / "autoencoder", path / "unet", *reader_folders(path), *bank]
 
 
 def check_safetensors_only(folder: Path) -> None:

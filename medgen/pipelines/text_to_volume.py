@@ -26,7 +26,8 @@ from medgen.errors import InputFileError, MedgenError
 from medgen.io.atomic import atomic_dir
 from medgen.io.sidecar import provenance
 from medgen.models import ConditionalUNet, build_autoencoder, decode_tiled, latent_downsample_factor
-from medgen.pipelines import storage
+from medgen.models.autoencoder import decode_latents
+from medgen.pipelines import layout_stage, storage
 from medgen.pipelines import validation as check
 from medgen.pipelines.result import GenerationResult
 from medgen.volume import Volume, intensity_to_hu, make_affine
@@ -57,6 +58,8 @@ class GenerationRequest:
     guidance: Guidance
     seed: int
     seed_source: str  # "seed" or "generator"
+    findings: object = None  # Findings given instead of read (single report)
+    layout: Volume | None = None  # the user's label map (single report)
 
 
 class ReportToVolumePipeline:
@@ -73,7 +76,7 @@ class ReportToVolumePipeline:
     The networks are switched to eval mode: build the pipeline after training, not during it.
     """
 
-    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict, reader=None):
+    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict, reader=None, anatomy_bank=None):
         if "autoencoder" not in config:
             raise ValueError("`config` must hold the autoencoder's constructor kwargs under 'autoencoder'")
         self.text_encoder = text_encoder
@@ -81,6 +84,7 @@ class ReportToVolumePipeline:
         self.unet = unet
         self.scheduler = scheduler
         self.reader = reader  # optional ReportReader: report -> Findings, recorded with every volume
+        self.anatomy_bank = anatomy_bank  # optional AnatomyBank (layout models): anatomy by report embedding
         self.config = copy.deepcopy({**CONFIG_DEFAULTS, **config})
         if "scheduler" not in self.config:
             if not hasattr(scheduler, "medgen_config"):
@@ -148,6 +152,8 @@ class ReportToVolumePipeline:
             storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, self.config["scheduler"])
             if self.reader is not None:
                 self.reader.save_pretrained(tmp / "reader")
+            if self.anatomy_bank is not None:
+                self.anatomy_bank.save(tmp / "anatomy_bank")
             if dtype is not None:
                 for folder in (*storage.text_encoder_folders(tmp), *storage.reader_folders(tmp)):
                     storage.cast_safetensors(folder, dtype)
@@ -203,14 +209,18 @@ class ReportToVolumePipeline:
         storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
         storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
         scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
-        reader = None
+        reader = bank = None
+        if (path / "anatomy_bank").is_dir():
+            from medgen.layout import AnatomyBank
+
+            bank = AnatomyBank.load(path / "anatomy_bank")
         if (path / "reader").is_dir():
             from medgen.reader import ReportReader
 
             with storage.quiet_transformers():
                 reader = ReportReader.from_pretrained(path / "reader").float()
         try:
-            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader)
+            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader, anatomy_bank=bank)
         except ValueError as err:
             raise InputFileError(path / storage.INDEX_NAME, str(err)) from None
         pipe.model_path, pipe.weights_sha256 = path, checksums
@@ -220,8 +230,10 @@ class ReportToVolumePipeline:
     @torch.no_grad()
     def __call__(
         self,
-        report,
+        report=None,
         *,
+        findings=None,
+        layout=None,
         density=None,
         shape=None,
         spacing=None,
@@ -235,7 +247,11 @@ class ReportToVolumePipeline:
         """Generate CT volume(s) from report text.
 
         Args:
-            report: a report (str) or a list of reports (one batch).
+            report: a report (str) or a list of reports (one batch); may be None with `findings`.
+            findings: `Findings` (or its dict) to generate instead of what the reader reads (layout-grounded
+                models; one report). Without a report, the text condition is a report written from them.
+            layout: the user's label map (a `Volume` or NIfTI path on the output grid, values of
+                `medgen.layout.label_table`) to render instead of a generated layout (mask-to-CT).
             density: lesion density in [0, 1], None (implied by the report), or one value/None per report.
             shape: (X, Y, Z) voxels, each divisible by the latent factor (default: ``config["shape"]``).
             spacing: mm, one value or (sx, sy, sz) (default: ``config["spacing"]``).
@@ -254,25 +270,36 @@ class ReportToVolumePipeline:
         request = self.check_inputs(
             report, density=density, shape=shape, spacing=spacing, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, density_guidance_scale=density_guidance_scale, seed=seed,
-            generator=generator,
+            generator=generator, findings=findings, layout=layout,
         )
         # 2. Read and encode report
-        readings = self.read_reports(request.reports)
+        readings = self.read_reports(request.reports) if request.findings is None else []
         encoding, null_encoding = self.encode_report(request.reports)
-        # 3. Prepare latents
+        # 3. Lay out the findings (layout-grounded models)
+        layouts = self.lay_out(request, readings, encoding)
+        # 4. Prepare latents
         latent_shape, generator = self.prepare_latents(request, generator)
-        # 4. Denoise
-        latents = self.denoise(request, encoding, null_encoding, latent_shape, generator, progress)
-        # 5. Decode
-        hu = self.decode(latents)
-        # 6. Wrap
-        results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings)
+        # 5. Denoise
+        latents = self.denoise(request, encoding, null_encoding, latent_shape, generator, progress, layouts)
+        # 6. Decode
+        hu = self.decode(latents, layouts)
+        # 7. Wrap
+        results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings,
+                            layouts=layouts)
         return results if isinstance(report, (list, tuple)) else results[0]
+
+    @property
+    def layout_grounded(self) -> bool:
+        """True when the model renders from a layout (its UNet joins layout channels)."""
+        return bool(getattr(self.unet, "layout_channels", 0))
 
     def check_inputs(self, report, *, density=None, shape=None, spacing=None, num_inference_steps=None,
                      guidance_scale=None, density_guidance_scale=None, seed=None,
-                     generator=None) -> GenerationRequest:
+                     generator=None, findings=None, layout=None) -> GenerationRequest:
         """Validate every argument of `__call__` (defaults filled in from the config)."""
+        findings, layout = layout_stage.check_layout_inputs(self, report, findings, layout)
+        if report is None:
+            report = layout_stage.report_from_findings(findings)
         reports = check.check_reports(report)
         guidance = self.config["guidance"]
         if seed is not None and generator is not None:
@@ -299,17 +326,21 @@ class ReportToVolumePipeline:
             seed=generator.initial_seed() if generator is not None else check.check_seed(
                 DEFAULT_SEED if seed is None else seed),
             seed_source="generator" if generator is not None else "seed",
+            findings=findings,
+            layout=layout,
         )
 
     def read_reports(self, reports: list[str]) -> list:
-        """The reader's `ReadResult` per report (its warnings are also raised as `UserWarning`s); [] without
-        a reader."""
+        """The reader's `ReadResult` per report (its warnings are also raised as `ReaderWarning`s and recorded
+        in the provenance as ``reader_warnings``); [] without a reader."""
         if self.reader is None:
             return []
+        from medgen.reader import ReaderWarning
+
         readings = self.reader.read_batch(reports)
         for i, reading in enumerate(readings):
             for message in reading.warnings:
-                warnings.warn(f"report {i}: {message}" if len(reports) > 1 else message, UserWarning, stacklevel=3)
+                warnings.warn(f"report {i}: {message}" if len(reports) > 1 else message, ReaderWarning, stacklevel=4)
         return readings
 
     def encode_report(self, reports: list[str]):
@@ -323,21 +354,31 @@ class ReportToVolumePipeline:
         spatial = tuple(s // self.latent_factor for s in request.shape)
         return (len(request.reports), int(self.unet.config["in_channels"]), *spatial), generator
 
-    def denoise(self, request, encoding, null_encoding, latent_shape, generator, progress) -> torch.Tensor:
-        """Guided reverse diffusion from noise to latents (B, C, x, y, z)."""
-        density = None
-        if request.densities is not None:
-            density = torch.tensor([np.nan if d is None else d for d in request.densities], dtype=torch.float32)
+    def lay_out(self, request: GenerationRequest, readings: list, encoding) -> list:
+        """One `Layout` per report for a layout-grounded model (warnings raised and recorded); [] otherwise."""
+        if not self.layout_grounded:
+            return []
+        return layout_stage.lay_out(self, request, readings, encoding)
+
+    def denoise(self, request, encoding, null_encoding, latent_shape, generator, progress, layouts=()) -> torch.Tensor:
+        """Guided reverse diffusion from noise to latents (B, C, x, y, z) (joined to the pooled layout)."""
+        density = layout_stage.unet_density(request, layouts)
+        pooled = layout_stage.layout_tensors(layouts, self.latent_factor, self.device)[1] if layouts else None
         return sample_latents(
             self.unet, self.scheduler, encoding=encoding, null_encoding=null_encoding, density=density,
             latent_shape=latent_shape, num_inference_steps=request.num_inference_steps,
-            guidance=request.guidance, generator=generator, progress=progress, device=self.device,
+            guidance=request.guidance, generator=generator, progress=progress, device=self.device, layout=pooled,
         )
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents (B, C, x, y, z) -> HU (B, X, Y, Z) float32; tiled when the latent exceeds `decode_tile`."""
+    def decode(self, latents: torch.Tensor, layouts=()) -> np.ndarray:
+        """Latents (B, C, x, y, z) -> HU (B, X, Y, Z) float32; tiled when the latent exceeds `decode_tile`
+        (the anatomy-aware decoder of a layout-grounded model reads the layout at image resolution)."""
         z = latents.to(self.device) / float(self.config["scale_factor"])
+        if layouts:
+            full = layout_stage.layout_tensors(layouts, self.latent_factor, self.device)[0]
+            image = decode_latents(self.autoencoder, z, full)
+            return intensity_to_hu(image[:, 0].float()).cpu().numpy().astype(np.float32)
         tile = self.config.get("decode_tile")
         if tile and any(s > tile for s in z.shape[2:]):
             image = decode_tiled(self.autoencoder, z, tile=int(tile), overlap=int(self.config["decode_overlap"]))
@@ -346,7 +387,7 @@ class ReportToVolumePipeline:
         return intensity_to_hu(image[:, 0].float()).cpu().numpy().astype(np.float32)
 
     def wrap(self, request: GenerationRequest, hu: np.ndarray, latents: torch.Tensor, *, elapsed_s: float,
-             readings=()):
+             readings=(), layouts=()):
         """One `GenerationResult` per report: Volume (RAS+, centred on the origin) + latent + provenance."""
         affine = make_affine(request.shape, request.spacing)
         has_density = request.densities is not None
@@ -374,9 +415,13 @@ class ReportToVolumePipeline:
                 elapsed_s=round(elapsed_s, 3),
                 **({"findings": readings[i].findings.to_dict(), "reader_warnings": list(readings[i].warnings)}
                    if readings else {}),
+                **({"findings": layouts[i].findings.to_dict(), "layout": layouts[i].to_dict()} if layouts else {}),
             )
             volume = Volume(hu[i], affine.copy(), record)
-            results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record))
+            labels = layouts[i].labels if layouts else None
+            findings = layouts[i].findings if layouts else (readings[i].findings if readings else None)
+            results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record,
+                                            labels=labels, findings=findings))
         return results
 
     def __repr__(self) -> str:

@@ -6,6 +6,6 @@
     result.findings.to_json(), result.warnings
 """
 
-from medgen.reader.model import ReadResult, ReportReader
+from medgen.reader.model import ReaderWarning, ReadResult, ReportReader
 
-__all__ = ["ReadResult", "ReportReader"]
+__all__ = ["ReadResult", "ReaderWarning", "ReportReader"]

@@ -4,6 +4,10 @@ families, with the writer's span marks as token targets.
 Findings are drawn wider than the phantom's (`medgen.data.phantom.sample_findings`): 0-4 lesions of 4-90 mm,
 hedged (possible) findings for the families that can say so, and now and then a paragraph of unrelated
 English text with no finding at all, so that the reader learns to tag nothing there.
+
+Training reports are also perturbed (`augment`): sentences about other organs that carry sizes, nodules
+and effusions the reader must NOT take (thyroid nodule, lymph node, pericardial effusion), dictation in
+lower case, line breaks folded into spaces.
 """
 
 from __future__ import annotations
@@ -56,12 +60,46 @@ def sample_reader_findings(rng: np.random.Generator, *, hedged: bool) -> Finding
     return Findings(lesions, effusion, emphysema)
 
 
+# Sentences about other organs: sizes and nodules/effusions that are not lung findings (tagged nothing).
+OTHER_ORGANS = {
+    "en": ("A {n} mm nodule in the left thyroid lobe.", "Subcarinal lymph node measures {n} mm in short axis.",
+           "Small pericardial effusion.", "A {n} mm hypodense lesion in the liver, likely a cyst.",
+           "Right adrenal nodule of {n} mm.", "Prior right upper lobe wedge resection.", "Trace pericardial fluid.",
+           "Coronary artery calcifications.", "The {n} mm precarinal node is not enlarged.",
+           "Thyroid nodule measuring {c} cm.", "Incidental {n} mm renal cyst."),
+    "zh": ("甲状腺左叶见结节，约{n}mm。", "纵隔淋巴结短径约{n}mm。", "心包少量积液。", "肝内见低密度灶，约{n}mm，考虑囊肿。",
+           "右侧肾上腺结节，约{n}mm。", "冠状动脉钙化。", "心包腔少许积液。", "甲状腺右叶结节，大小约{c}cm。"),
+}
+
+
+def augment(text: str, spans: tuple[Span, ...], language: str, rng: np.random.Generator):
+    """Insert other-organ sentences at sentence ends, fold line breaks, lower-case (spans follow)."""
+    spans = list(spans)
+    for _ in range(int(rng.choice(3, p=(0.5, 0.35, 0.15)))):
+        n = int(rng.integers(4, 40))
+        sentence = str(rng.choice(OTHER_ORGANS[language])).format(n=n, c=f"{n / 10:.1f}")
+        ends = [m.end() for m in re.finditer(r"[.。]\s|\n|[.。]$", text)] or [len(text)]
+        at = int(rng.choice(ends))
+        piece = (sentence + " ") if language == "en" else sentence
+        if at == len(text):
+            piece = (" " if language == "en" else "") + sentence
+        text = text[:at] + piece + text[at:]
+        spans = [Span(s.start + len(piece) * (s.start >= at), s.end + len(piece) * (s.start >= at), s.label)
+                 for s in spans]
+    if rng.random() < 0.15:
+        text = text.replace("\n", " ")  # same length: spans unchanged
+    if language == "en" and rng.random() < 0.12:
+        text = text.lower()
+    return text, tuple(spans)
+
+
 def make_examples(n: int, *, split: str, seed: int, languages=("en", "zh"), p_unrelated: float = 0.0,
-                  families: tuple[str, ...] | None = None) -> list[ReaderExample]:
+                  families: tuple[str, ...] | None = None, augmented: bool = False) -> list[ReaderExample]:
     """`n` written reports of one split (languages alternate), optionally some unrelated paragraphs.
 
     Args:
         families: restrict to these family ids (default: every family of the split).
+        augmented: perturb the reports (`augment`; for training).
     """
     rng = np.random.default_rng(seed)
     unrelated = _unrelated_paragraphs() if p_unrelated > 0 else []
@@ -77,7 +115,10 @@ def make_examples(n: int, *, split: str, seed: int, languages=("en", "zh"), p_un
         family = str(rng.choice(allowed))
         findings = sample_reader_findings(rng, hedged=family in HEDGING_FAMILIES)
         report = write_report(findings, language=language, rng=rng, split=split, family=family)
-        out.append(ReaderExample(report.text, report.spans, findings, language, family))
+        text, spans = report.text, report.spans
+        if augmented:
+            text, spans = augment(text, spans, language, rng)
+        out.append(ReaderExample(text, spans, findings, language, family))
     return out
 
 

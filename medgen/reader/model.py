@@ -32,6 +32,10 @@ HEAD_NAME = "head.safetensors"
 UNKNOWN_WARN_FRACTION = 0.2
 
 
+class ReaderWarning(UserWarning):
+    """The reader could not use part of a report (nothing recognised, a lesion without a lobe, ...)."""
+
+
 @dataclass
 class ReadResult:
     """What the reader read: findings, the tagged spans they came from, and warnings."""
@@ -104,7 +108,7 @@ class ReportReader(torch.nn.Module):
         except Exception as err:  # missing, truncated or mismatched weights
             raise InputFileError(folder / HEAD_NAME, f"cannot load the reader head ({type(err).__name__}: {err})") \
                 from None
-        return reader.eval()
+        return reader.float().eval()  # weights may be stored in float16
 
     def save_pretrained(self, path) -> Path:
         """Write encoder + tokenizer (subfolder `encoder/`), head weights and `reader_config.json` atomically."""

@@ -2,7 +2,9 @@
 
 ``<output_dir>/latents/``::
 
-    latents.safetensors   "train": (N, C, *S) and "val": (M, C, *S) float32 = VAE posterior mean x scale_factor
+    latents.safetensors   "train": (N, C, *S) and "val": (M, C, *S) float32 = VAE posterior mean x scale_factor;
+                          with a layout-aware VAE also "train_layout" / "val_layout": (N, L, *S) float16, the
+                          layout channels average-pooled to the latent grid (what the UNet joins to its input)
     index.json            {"key": ..., "scale_factor": ..., "splits": {"train": [{id, report, density, language}], ...}}
 
 ``key`` hashes the autoencoder (config + weights), the manifest file and the data settings; `cache_latents`
@@ -28,7 +30,7 @@ from medgen.training.distributed import DistContext, init_distributed
 __all__ = ["LatentDataset", "cache_key", "cache_latents", "collate_latents", "load_latents", "read_index"]
 
 SPLITS = ("train", "val")
-ROW_KEYS = ("id", "report", "density", "language")
+ROW_KEYS = ("id", "report", "density", "language", "findings")
 
 
 def _sha256(path: Path, h=None):
@@ -48,6 +50,7 @@ def cache_key(config: dict, autoencoder_dir: Path) -> str:
             _sha256(f, h)
     _sha256(resolve_path(config["data"]["manifest"], config, must_exist=True), h)
     data = {k: v for k, v in config["data"].items() if k in ("shape", "spacing", "hu_window")}
+    data["layout"] = "label_nc" in config.get("autoencoder", {})
     h.update(json.dumps(data, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -71,16 +74,28 @@ def _is_fresh(path: Path, key: str) -> bool:
 
 @torch.no_grad()
 def _encode_rows(config: dict, rows: list[dict], autoencoder, scale: float, device, batch_size: int,
-                 progress: bool, desc: str) -> torch.Tensor:
-    from medgen.data.transforms import DataConfig, build_transforms, collate_reports
+                 progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(latents, layout channels pooled to the latent grid or None) of `rows`."""
+    from medgen.data.transforms import DataConfig, build_dataset, collate_reports
+    from medgen.layout.labels import pool_layout
+    from medgen.models.autoencoder import is_layout_aware
+    from medgen.training.vae import batch_layout
 
-    transform = build_transforms(DataConfig.from_dict({**config["data"], "cache": "none"}))
-    out = []
+    layout_aware = is_layout_aware(autoencoder)
+    data = {**config["data"], "cache": "none"}
+    if layout_aware:
+        data.update(with_label=True, label_key="layout")
+    dataset = build_dataset([dict(r) for r in rows], DataConfig.from_dict(data))
+    out, layouts = [], []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
-        batch = collate_reports([transform(dict(r)) for r in rows[start:start + batch_size]])
+        batch = collate_reports([dataset[i] for i in range(start, min(len(rows), start + batch_size))])
         x = batch["image"].as_tensor().to(device).float()
-        out.append((autoencoder.encode(x)[0].float() * scale).cpu())
-    return torch.cat(out)
+        z = autoencoder.encode(x)[0].float()
+        out.append((z * scale).cpu())
+        if layout_aware:
+            layout = batch_layout(batch, device)
+            layouts.append(pool_layout(layout, x.shape[2] // z.shape[2]).half().cpu())
+    return torch.cat(out), (torch.cat(layouts) if layouts else None)
 
 
 def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: bool = False, progress: bool = True,
@@ -106,8 +121,11 @@ def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: boo
             for split in SPLITS:
                 chosen = rows[split]
                 if chosen:
-                    tensors[split] = _encode_rows(config, chosen, autoencoder, scale, ctx.device, batch_size,
-                                                  progress, f"encoding {split}").contiguous()
+                    latents, layouts = _encode_rows(config, chosen, autoencoder, scale, ctx.device, batch_size,
+                                                    progress, f"encoding {split}")
+                    tensors[split] = latents.contiguous()
+                    if layouts is not None:
+                        tensors[f"{split}_layout"] = layouts.contiguous()
                 splits[split] = [{k: r.get(k) for k in ROW_KEYS} for r in chosen]
             if "train" not in tensors:
                 raise ValueError(f"{config['data']['manifest']}: no rows with split 'train' to encode")
@@ -121,13 +139,15 @@ def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: boo
 
 
 class LatentDataset(Dataset):
-    """Items ``{"latent": (C, *S), "report": str, "density": float (NaN = unknown), "id": str}`` of one split."""
+    """Items ``{"latent": (C, *S), "report": str, "density": float (NaN = unknown), "id": str}`` of one split,
+    plus ``"layout"`` (L, *S) when the cache holds layouts."""
 
     def __init__(self, path, split: str = "train"):
         tensors, index = load_latents(path)
         if split not in tensors:
             raise ValueError(f"{path}: the latent cache has no {split!r} split")
         self.latents = tensors[split]
+        self.layouts = tensors.get(f"{split}_layout")
         self.rows = index["splits"][split]
         self.scale_factor = float(index["scale_factor"])
 
@@ -137,11 +157,17 @@ class LatentDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         density = math.nan if row.get("density") is None else float(row["density"])
-        return {"latent": self.latents[i], "report": row["report"], "density": density, "id": row["id"]}
+        item = {"latent": self.latents[i], "report": row["report"], "density": density, "id": row["id"]}
+        if self.layouts is not None:
+            item["layout"] = self.layouts[i].float()
+        return item
 
 
 def collate_latents(items: list[dict]) -> dict:
-    """Stack latents, density as a float32 tensor (NaN = unknown), reports and ids as lists."""
-    return {"latent": torch.stack([it["latent"] for it in items]),
-            "density": torch.tensor([it["density"] for it in items], dtype=torch.float32),
-            "report": [it["report"] for it in items], "id": [it["id"] for it in items]}
+    """Stack latents (and layouts), density as a float32 tensor (NaN = unknown), reports and ids as lists."""
+    out = {"latent": torch.stack([it["latent"] for it in items]),
+           "density": torch.tensor([it["density"] for it in items], dtype=torch.float32),
+           "report": [it["report"] for it in items], "id": [it["id"] for it in items]}
+    if "layout" in items[0]:
+        out["layout"] = torch.stack([it["layout"] for it in items])
+    return out

@@ -82,13 +82,14 @@ class ConditionedDenoiser(torch.nn.Module):
         self.unet = unet
         self.text_encoder = text_encoder
 
-    def forward(self, noisy, timesteps, reports: list[str], density, drop_text, drop_density):
+    def forward(self, noisy, timesteps, reports: list[str], density, drop_text, drop_density, layout=None):
         encoding = self.text_encoder(reports)
         empty = self.text_encoder.empty_encoding(len(reports))
         encoding, density = apply_condition_dropout(encoding, empty, density, drop_text, drop_density)
         dtype = noisy.dtype
         return self.unet(noisy, timesteps, token_states=encoding.token_states.to(dtype),
-                         attention_mask=encoding.attention_mask, pooled=encoding.pooled.to(dtype), density=density)
+                         attention_mask=encoding.attention_mask, pooled=encoding.pooled.to(dtype), density=density,
+                         layout=layout)
 
 
 def _load_text_encoder(config: dict):
@@ -131,6 +132,9 @@ class LDMTrainer:
         self.scheduler = build_scheduler(config["scheduler"]["train"])
         self.latent_path = cache_latents(config, ctx=self.ctx, progress=self.progress)
         self.dataset = LatentDataset(self.latent_path, "train")
+        if (self.dataset.layouts is not None) != bool(self.unet.layout_channels):
+            raise ValueError("unet.layout_channels must be set exactly when the autoencoder is layout-aware "
+                             f"(autoencoder.label_nc); got layout_channels={self.unet.layout_channels}")
         self.stream = BatchStream(self.dataset, self.tc["batch_size"], self.ctx, seed=self.seed, collate_fn=collate_latents)
         self.optimizer = make_optimizer(self.unet.parameters(), self.tc["lr"], weight_decay=float(self.tc.get("weight_decay", 0.0)))
         self.ema = EMA(float(self.tc.get("ema_decay", 0.999)))
@@ -222,8 +226,11 @@ class LDMTrainer:
         drop_text, drop_density = sample_dropout_masks(b, float(self.tc.get("drop_text", 0.0)),
                                                        float(self.tc.get("drop_density", 0.0)), self.generator)
         self.denoiser.train()
+        layout = batch.get("layout")
+        if layout is not None:
+            layout = layout.to(self.device, non_blocking=True)
         with autocast(self.device, bool(self.tc.get("bf16", False))):
-            pred = self.model(noisy, t, batch["report"], batch["density"], drop_text, drop_density)
+            pred = self.model(noisy, t, batch["report"], batch["density"], drop_text, drop_density, layout)
         loss = F.mse_loss(pred.float(), target.float())
         loss.backward()
         norm = self.clipper(p for p in self.denoiser.parameters() if p.requires_grad)
@@ -252,11 +259,16 @@ class LDMTrainer:
         from medgen.volume import Volume, intensity_to_hu, make_affine
 
         splits = read_index(self.latent_path)["splits"]
-        row = (splits.get("val") or splits["train"])[0]
+        split = "val" if splits.get("val") else "train"
+        row = splits[split][0]
         data, cfg = self.config["data"], self.config
         f = latent_downsample_factor(cfg["autoencoder"])
         latent_shape = (int(self.unet.config["in_channels"]), *(int(s) // f for s in data["shape"]))
         density = None if row.get("density") is None else torch.tensor([float(row["density"])])
+        layout = full_layout = None
+        if self.unet.layout_channels:
+            layout = LatentDataset(self.latent_path, split)[0]["layout"][None].to(self.device)
+            full_layout = self._full_layout(row["id"])
         self.denoiser.eval()
         try:
             with self.ema.applied():
@@ -266,13 +278,24 @@ class LDMTrainer:
                     density=density, latent_shape=latent_shape,
                     num_inference_steps=int(cfg["scheduler"].get("num_inference_steps", 25)),
                     guidance=Guidance(**cfg.get("guidance", {})), generator=torch.Generator().manual_seed(self.seed),
-                    progress=False, device=self.device)
+                    progress=False, device=self.device, layout=layout)
         finally:
             self.denoiser.train()
-        image = self._autoencoder().decode(latents / self.dataset.scale_factor).float().clamp(-1, 1)
+        from medgen.models.autoencoder import decode_latents
+
+        image = decode_latents(self._autoencoder(), latents / self.dataset.scale_factor, full_layout)
+        image = image.float().clamp(-1, 1)
         volume = Volume(intensity_to_hu(image[0, 0].cpu().numpy()), make_affine(data["shape"], data["spacing"]))
         render_orthogonal(volume, self.out / "samples" / "ldm" / f"step-{self.step:08d}.png",
                           title=f"LDM step {self.step}: {row['report'][:90]}")
+
+    def _full_layout(self, row_id: str) -> torch.Tensor:
+        """Layout channels at image resolution of one manifest row (for decoding validation samples)."""
+        from medgen.data.transforms import collate_reports
+        from medgen.training.vae import _dataset, batch_layout, load_splits
+
+        rows = [r for split in load_splits(self.config).values() for r in split if r["id"] == row_id]
+        return batch_layout(collate_reports([_dataset(self.config, rows[:1])[0]]), self.device)
 
     def export(self) -> Path:
         """Write ``<output_dir>/pipeline`` with the EMA weights (rank 0)."""
@@ -284,8 +307,27 @@ class LDMTrainer:
         self.text.set_trainable_layers(0)
         config = make_pipeline_config(self.config, scale_factor=self.dataset.scale_factor)
         pipe = ReportToVolumePipeline(self.text, self._autoencoder(), self.unet,
-                                      build_scheduler(self.config["scheduler"]["sample"]), config=config)
+                                      build_scheduler(self.config["scheduler"]["sample"]), config=config,
+                                      anatomy_bank=self._anatomy_bank() if self.unet.layout_channels else None,
+                                      reader=self._reader())
         return pipe.save_pretrained(self.out / "pipeline")
+
+    def _reader(self):
+        """The report reader named by the config's ``reader`` (a reader folder), or None."""
+        if not self.config.get("reader"):
+            return None
+        from medgen.reader import ReportReader
+
+        return ReportReader.from_pretrained(resolve_path(self.config["reader"], self.config, must_exist=True))
+
+    def _anatomy_bank(self):
+        """The anatomy bank of a layout-grounded model: the first ``layout.bank_subjects`` training subjects."""
+        from medgen.layout import AnatomyBank
+        from medgen.training.vae import load_splits
+
+        settings = self.config.get("layout", {})
+        rows = load_splits(self.config)["train"][: int(settings.get("bank_subjects", 200))]
+        return AnatomyBank.from_manifest_rows(rows, self.text, k=int(settings.get("k", 8)))
 
     def run(self) -> Path:
         logger = RunLogger(self.out / "logs" / "ldm", enabled=self.ctx.is_main)

@@ -97,7 +97,7 @@ def train_reader(config: ReaderTrainConfig, *, progress: bool = True) -> dict:
         reader = ReportReader.from_text_encoder(config.encoder, window=config.window)
     started = time.time()
     train = _encode(reader, make_examples(config.n_train, split="train", seed=config.seed,
-                                          p_unrelated=config.p_unrelated), progress)
+                                          p_unrelated=config.p_unrelated, augmented=True), progress)
     val_examples = make_examples(config.n_val, split="train", seed=config.seed + 10_000)
     val = _encode(reader, val_examples, progress)
     rng = np.random.default_rng(config.seed)

@@ -5,6 +5,11 @@ Loss (per step)::
     generator      L1(x, x_hat) + kl_weight * KL(q(z|x) || N(0, I)) [+ adv_weight * LSGAN(D(x_hat) -> real)]
     discriminator  0.5 * (LSGAN(D(x_hat) -> fake) + LSGAN(D(x) -> real))          (from step `adv_start`)
 
+With ``train_vae.finding_weight`` w > 0 the L1 term is weighted 1 + w inside lesions and pleural fluid
+(from the layout), so the few voxels that carry the findings are not drowned by the background.
+With ``autoencoder.label_nc`` the autoencoder is layout-aware (SPADE decoder, `medgen.models.autoencoder`):
+its batches carry the layout label maps (manifest column ``layout``, `medgen data layouts`).
+
 D is MONAI's ``PatchDiscriminator`` with ``PatchAdversarialLoss(criterion="least_squares")``.  MONAI's
 ``PerceptualLoss`` is not used: it downloads pretrained weights (no network at run time here).
 
@@ -62,14 +67,14 @@ def save_autoencoder(path, autoencoder: torch.nn.Module, kwargs: dict, *, scale_
 def load_autoencoder(path, device="cpu"):
     """(AutoencoderKL in eval mode, config dict) from a folder written by `save_autoencoder`."""
     from medgen.errors import InputFileError
-    from medgen.models.autoencoder import AUTOENCODER_DEFAULTS, build_autoencoder
+    from medgen.models.autoencoder import AUTOENCODER_KEYS, build_autoencoder
     from medgen.pipelines import storage
 
     path = Path(path)
     if not (path / storage.CONFIG_NAME).is_file():
         raise InputFileError(path, "not an autoencoder folder (no config.json); run `medgen train vae` first")
     config = storage.read_json(path / storage.CONFIG_NAME)
-    model = build_autoencoder({k: v for k, v in config.items() if k in AUTOENCODER_DEFAULTS})
+    model = build_autoencoder({k: v for k, v in config.items() if k in AUTOENCODER_KEYS})
     storage.load_weights(model, path / storage.WEIGHTS_NAME)
     return model.to(device).eval(), config
 
@@ -87,7 +92,29 @@ def load_splits(config: dict) -> dict[str, list[dict]]:
 def _dataset(config: dict, rows: list[dict]):
     from medgen.data.transforms import DataConfig, build_dataset
 
-    return build_dataset(rows, DataConfig.from_dict(config["data"]))
+    data = dict(config["data"])
+    if "label_nc" in config.get("autoencoder", {}):
+        data.update(with_label=True, label_key="layout")
+    return build_dataset(rows, DataConfig.from_dict(data))
+
+
+def batch_layout(batch: dict, device: torch.device) -> torch.Tensor | None:
+    """Layout channels (B, C, X, Y, Z) of a batch that carries layout label maps, else None."""
+    from medgen.layout.labels import batch_channels
+
+    if not isinstance(batch.get("label"), torch.Tensor):  # maps not loaded (a text-only VAE): paths only
+        return None
+    return batch_channels(batch["label"], batch["findings"]).to(device)
+
+
+def finding_weights(layout: torch.Tensor | None, weight: float) -> torch.Tensor | float:
+    """Per-voxel L1 weight: 1, or 1 + weight inside lesions and pleural fluid."""
+    from medgen.layout.labels import CHANNELS
+
+    if layout is None or weight <= 0:
+        return 1.0
+    mask = layout[:, CHANNELS.index("lesion")] + layout[:, CHANNELS.index("effusion")]
+    return 1.0 + weight * mask.clamp(0, 1).unsqueeze(1)
 
 
 def random_patch(x: torch.Tensor, patch: int, *, seed: int, step: int) -> torch.Tensor:
@@ -195,8 +222,9 @@ class VAETrainer:
         self.step = self.start_step = int(state["step"])
 
     # ------------------------------------------------------------------------------------- training
-    def train_step(self, x: torch.Tensor) -> dict[str, float]:
-        """One generator (+ discriminator) update on images `x` (B, 1, X, Y, Z) in [-1, 1]."""
+    def train_step(self, x: torch.Tensor, layout: torch.Tensor | None = None) -> dict[str, float]:
+        """One generator (+ discriminator) update on images `x` (B, 1, X, Y, Z) in [-1, 1] (with their layout
+        channels (B, C, X, Y, Z) for a layout-aware autoencoder)."""
         tc, total = self.tc, int(self.tc["steps"])
         for opt in (self.opt_g, self.opt_d):
             set_learning_rates(opt, self.step, int(tc["warmup"]), total)
@@ -206,8 +234,9 @@ class VAETrainer:
         self.discriminator.train()
 
         with autocast(self.device, bf16):
-            recon, z_mu, z_sigma = self.ae(x)
-        l1 = (recon.float() - x).abs().mean()
+            recon, z_mu, z_sigma = self.ae(x) if layout is None else self.ae(x, layout)
+        weights = finding_weights(layout, float(tc.get("finding_weight", 0.0)))
+        l1 = ((recon.float() - x).abs() * weights).mean()
         kl = kl_divergence(z_mu, z_sigma)
         loss_g = l1 + float(tc["kl_weight"]) * kl
         logs = {"vae/l1": l1.item(), "vae/kl": kl.item(), "vae/lr": self.opt_g.param_groups[0]["lr"]}
@@ -248,8 +277,10 @@ class VAETrainer:
             self._val_batch = collate_reports([_dataset(self.config, self.val_rows[:1])[0]])
         batch = self._val_batch
         x = _image(batch, self.device)
+        layout = batch_layout(batch, self.device)
         self.autoencoder.eval()
-        recon = self.autoencoder.reconstruct(x).float().clamp(-1, 1)
+        recon = (self.autoencoder.reconstruct(x) if layout is None else self.autoencoder.reconstruct(x, layout))
+        recon = recon.float().clamp(-1, 1)
         l1 = float((recon - x).abs().mean())
         affine = batch["image"].affine[0].cpu().numpy()
         volumes = [Volume(intensity_to_hu(v[0, 0].cpu().numpy()), affine) for v in (x, recon)]
@@ -280,11 +311,14 @@ class VAETrainer:
         bar = tqdm(total=total, initial=self.step, desc="VAE", unit="step", disable=not self.progress)
         try:
             while self.step < total:
-                x = _image(next(batches), self.device)
+                batch = next(batches)
+                x, layout = _image(batch, self.device), batch_layout(batch, self.device)
                 patch = training_crop(tc, self.step)
                 if patch:
-                    x = random_patch(x, patch, seed=self.seed, step=self.step)
-                logs = self.train_step(x)
+                    both = x if layout is None else torch.cat([x, layout], 1)
+                    both = random_patch(both, patch, seed=self.seed, step=self.step)
+                    x, layout = both[:, :1], (None if layout is None else both[:, 1:])
+                logs = self.train_step(x, layout)
                 bar.update()
                 bar.set_postfix(l1=f"{logs['vae/l1']:.4f}")
                 if self.ctx.is_main and self.step % int(tc["validate_every"]) == 0:

@@ -1,0 +1,104 @@
+"""Findings + an anatomy -> a layout on the output grid: label map (anatomy, each lesion its own label,
+effusion, emphysematous lung) and density map (target density d inside each lesion).
+
+Placement is the phantom's (`medgen.data.phantom`): lesions inside the requested lobe and zone at the
+requested size and margin shape, effusion filling the dependent pleural space by grade, emphysema by grade
+and distribution; the same findings, anatomy and seed give the same layout. Each placement is checked
+against the anatomy: a lesion that could not be placed wholly inside its aerated lobe gets a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medgen.data.findings import LOBE_LABELS, Findings
+from medgen.layout.labels import (
+    EMPHYSEMA_LABEL,
+    FIRST_LESION_LABEL,
+    MAX_LESIONS,
+    label_table,
+    layout_channels,
+)
+from medgen.volume import Volume
+
+# Placement tiers of `medgen.data.lesions.place_lesions` from which the core may leave the aerated lobe.
+LOOSE_TIER = 3
+
+
+@dataclass
+class Layout:
+    """A layout on one grid.
+
+    Args:
+        labels: uint8 label map (values of `label_table`), RAS+ affine.
+        density: float32 map, the lesion's target density d inside each lesion, 0 elsewhere; same affine.
+        findings: the findings laid out, each lesion's ``center_mm`` filled.
+        placements: per lesion: centre, placement tier, clearance, volume.
+        anatomy: where the anatomy came from (``{"source": "bank", "subject": ..., "similarity": ...}``).
+        warnings: placement problems (a lesion outside its aerated lobe, a lesion outside the field of view).
+    """
+
+    labels: Volume
+    density: Volume
+    findings: Findings
+    placements: list[dict]
+    anatomy: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def label_table(self) -> dict[str, int]:
+        return label_table(len(self.findings.lesions))
+
+    def channels(self) -> np.ndarray:
+        """(C, X, Y, Z) conditioning tensor (`medgen.layout.labels.CHANNELS`)."""
+        return layout_channels(np.asarray(self.labels.array), np.asarray(self.density.array))
+
+    def to_dict(self) -> dict:
+        return {"label_table": self.label_table, "placements": self.placements, "anatomy": self.anatomy,
+                "warnings": list(self.warnings)}
+
+
+def make_layout(findings: Findings, *, shape, spacing, seed: int, anatomy: dict | None = None,
+                anatomy_info: dict | None = None) -> Layout:
+    """Lay `findings` out on an anatomy.
+
+    Args:
+        findings: what to lay out (not modified; the layout holds a copy with lesion centres).
+        shape, spacing: the output grid (voxels, mm), RAS+ centred on the origin.
+        seed: placement seed (lesion positions and shapes, effusion level, emphysema field).
+        anatomy: anatomy parameters (`medgen.data.anatomy.sample_anatomy` output, e.g. from `AnatomyBank`);
+            None draws them from `seed`.
+        anatomy_info: recorded as `Layout.anatomy` (default: the source "seed").
+
+    Raises:
+        ValueError: more than `MAX_LESIONS` lesions.
+    """
+    from medgen.data.phantom import TISSUES, make_phantom_with_tissues
+
+    if len(findings.lesions) > MAX_LESIONS:
+        raise ValueError(f"a layout holds at most {MAX_LESIONS} lesions, got {len(findings.lesions)}")
+    case, tissue = make_phantom_with_tissues(Findings.from_dict(findings.to_dict()), shape=shape, spacing=spacing,
+                                             seed=int(seed), anatomy=anatomy)
+    labels = np.asarray(case.labels.array).astype(np.uint8)
+    emphysema = np.isin(tissue, [TISSUES["emphysema"], TISSUES["emphysema_cluster"]])
+    labels[emphysema & np.isin(labels, list(LOBE_LABELS.values()))] = EMPHYSEMA_LABEL
+    ids = case.lesion_ids
+    density = np.zeros(labels.shape, np.float32)
+    warnings = []
+    for n, (lesion, placed) in enumerate(zip(case.findings.lesions, case.subject["lesions"], strict=True), start=1):
+        mask = ids == n
+        labels[mask] = FIRST_LESION_LABEL + n - 1
+        density[mask] = lesion.density
+        where = f"lesion {n} ({lesion.lobe.replace('_', ' ')}, {lesion.diameter_mm:g} mm)"
+        if not mask.any():
+            warnings.append(f"{where} lies outside the field of view")
+        elif placed["placement_tier"] >= LOOSE_TIER:
+            warnings.append(f"{where} does not fit inside the aerated lobe of this anatomy; it was placed in "
+                            "the lobe's territory (fluid or pleura)")
+    info = anatomy_info or {"source": "seed", "seed": int(seed)}
+    meta = {"synthetic": True, "layout_seed": int(seed)}
+    return Layout(Volume(labels, case.labels.affine.copy(), dict(meta)),
+                  Volume(density, case.labels.affine.copy(), dict(meta)),
+                  case.findings, case.subject["lesions"], info, warnings)
