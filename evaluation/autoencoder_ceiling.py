@@ -7,6 +7,9 @@ reconstruction error in HU (whole volume, inside the lungs, inside lesions).
 
     .venv/bin/python evaluation/autoencoder_ceiling.py --model medgen/assets/default-model --n 40 \
         --out evaluation/autoencoder_ceiling.md
+    # a trained autoencoder before any UNet (measure the ceiling before training the next stage):
+    .venv/bin/python evaluation/autoencoder_ceiling.py --config configs/phantom-64-layout.yaml \
+        --autoencoder runs/phantom-64-layout/autoencoder --n 40 --out evaluation/autoencoder_ceiling_layout.md
 """
 
 from __future__ import annotations
@@ -60,6 +63,20 @@ class AutoencoderOracle(PhantomOracle):
         return [self.reconstructions[r] for r in reports]
 
 
+def _with_autoencoder(args) -> ReportToVolumePipeline:
+    """A pipeline around a trained autoencoder alone (its UNet is untrained and never used here)."""
+    from medgen.config import load_config
+    from medgen.pipelines.build import build_pipeline
+    from medgen.text.encoder import load_text_encoder
+    from medgen.training.vae import load_autoencoder
+
+    config = load_config(args.config)
+    autoencoder, ae_config = load_autoencoder(args.autoencoder)
+    pipe = build_pipeline(config, load_text_encoder(config["text_encoder"]), scale_factor=ae_config["scale_factor"])
+    pipe.autoencoder = autoencoder
+    return pipe
+
+
 def reconstruction_errors(cases, reconstructions: dict[str, Volume]) -> dict:
     """Mean absolute HU error over whole volumes, lungs and lesions (labels from rebuilding each phantom)."""
     whole, lung, lesion = [], [], []
@@ -81,12 +98,16 @@ def reconstruction_errors(cases, reconstructions: dict[str, Volume]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="pipeline folder")
+    parser.add_argument("--model", help="pipeline folder")
+    parser.add_argument("--autoencoder", help="autoencoder folder (`medgen train vae` output), with --config")
+    parser.add_argument("--config", help="experiment YAML of that autoencoder")
     parser.add_argument("--n", type=int, default=40, help="held-out cases")
     parser.add_argument("--seed", type=int, default=2024, help="case seed (medgen evaluate uses 2024)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    pipe = ReportToVolumePipeline.from_pretrained(args.model)
+    if (args.model is None) == (args.autoencoder is None):
+        parser.error("give --model, or --autoencoder with --config")
+    pipe = ReportToVolumePipeline.from_pretrained(args.model) if args.model else _with_autoencoder(args)
     cases = make_heldout_cases(args.n, shape=tuple(pipe.config["shape"]), spacing=tuple(pipe.config["spacing"]),
                                seed=args.seed)
     rows = {}
@@ -102,8 +123,9 @@ def main() -> None:
         return "—" if value is None or not np.isfinite(value) else f"{100 * value:.0f} %"
 
     lines = ["# Autoencoder ceiling", "",
-             f"Command: `.venv/bin/python evaluation/autoencoder_ceiling.py --model {args.model} --n {args.n} "
-             f"--out {args.out}`", "",
+             "Command: `.venv/bin/python evaluation/autoencoder_ceiling.py "
+             + (f"--model {args.model}" if args.model else f"--config {args.config} --autoencoder {args.autoencoder}")
+             + f" --n {args.n} --out {args.out}`", "",
              f"{args.n} held-out cases (case seed {args.seed}, EN/ZH alternating), analyzed by `medgen.metrics`.", "",
              "| source | " + " | ".join(a.replace("_", " ") for a in ATTRIBUTES) + " |",
              "| --- | " + " | ".join("---:" for _ in ATTRIBUTES) + " |"]

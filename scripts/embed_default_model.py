@@ -22,9 +22,22 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def _autoencoder_line(ae: dict) -> str:
+    if "label_nc" in ae:
+        return (f"MONAI SPADEAutoencoderKL {ae['channels']}, latent {ae['latent_channels']} ch, decoder modulated "
+                f"by the {ae['label_nc']} layout channels (SPADE, {ae.get('spade_intermediate_channels')} ch)")
+    return f"MONAI AutoencoderKL {ae['channels']}, latent {ae['latent_channels']} ch"
+
+
+def _layout_line(unet: dict) -> str:
+    if not unet.get("layout_channels"):
+        return ""
+    return f"; the layout pooled to the latent grid ({unet['layout_channels']} ch) joined to its input"
+
+
 def model_card(config: dict, summary: dict, size_mb: float) -> str:
     lines = [
-        "# medgen default model: phantom-64",
+        f"# medgen default model: {config['name']}",
         "",
         "Synthetic research data only; not for diagnosis. Trained on procedural phantoms, not on patients.",
         "",
@@ -32,8 +45,9 @@ def model_card(config: dict, summary: dict, size_mb: float) -> str:
         "| --- | --- |",
         f"| volumes | {config['data']['shape']} voxels at {config['data']['spacing']} mm (RAS+, HU) |",
         f"| text encoder | compact BERT pretrained by `medgen text pretrain` ({summary.get('text_encoder', '')}) |",
-        f"| autoencoder | MONAI AutoencoderKL {config['autoencoder']['channels']}, latent {config['autoencoder']['latent_channels']} ch |",
-        f"| UNet | MONAI DiffusionModelUNet {config['unet']['channels']} + density/pooled-text embedding |",
+        f"| autoencoder | {_autoencoder_line(config['autoencoder'])} |",
+        f"| UNet | MONAI DiffusionModelUNet {config['unet']['channels']} + density/pooled-text embedding"
+        f"{_layout_line(config['unet'])} |",
         f"| sampler | {config['scheduler']['sample']['name']}, {config['scheduler']['num_inference_steps']} steps, "
         f"guidance text {config['guidance']['text']} / density {config['guidance']['density']} |",
         f"| weights | safetensors, float16, {size_mb:.1f} MB in total |",

@@ -36,6 +36,20 @@ def test_outputs_get_umask_permissions_not_tempfile_ones(tmp_path, umask_022):
     assert mode(tmp_path / "v.nii.gz") == 0o644
 
 
+def test_files_written_0600_inside_an_atomic_folder_become_readable(tmp_path, umask_022):
+    """safetensors writes its files 0600; model folders saved through atomic_dir were unreadable to the group."""
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_dir(tmp_path / "model") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+        (tmp / "sub").mkdir(mode=0o700)
+        save_file({"w": torch.zeros(2)}, str(tmp / "sub" / "head.safetensors"))
+    assert mode(tmp_path / "model" / "model.safetensors") == 0o644
+    assert mode(tmp_path / "model" / "sub") == 0o755
+    assert mode(tmp_path / "model" / "sub" / "head.safetensors") == 0o644
+
+
 def test_failure_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError):
         with atomic_path(tmp_path / "b.txt") as tmp:

@@ -152,3 +152,18 @@ def test_cli_findings_and_layout(layout_model_dir, tmp_path, capsys):
                      "--model", str(layout_model_dir), "--out", str(tmp_path / "e.nii.gz"), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "not the output grid" in err and not (tmp_path / "e.nii.gz").exists()
+
+
+def test_layout_model_refuses_what_it_cannot_do(layout_model_dir):
+    """A layout model with no reader needs findings; it decodes whole volumes, so a grid beyond its decode
+    tile is refused before any work (found in review)."""
+    from medgen.pipelines import ReportToVolumePipeline
+
+    pipe = ReportToVolumePipeline.from_pretrained(layout_model_dir)
+    with pytest.raises(ValueError, match="no report reader"):
+        pipe("A 2 cm nodule in the RUL.", num_inference_steps=1, progress=False)
+    limit = int(pipe.config["decode_tile"]) * pipe.latent_factor
+    with pytest.raises(ValueError, match="in one piece"):
+        pipe(findings=FINDINGS, shape=(limit + pipe.latent_factor,) * 3, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match="empty|report"):
+        pipe(num_inference_steps=1, progress=False)

@@ -9,18 +9,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_training import one_thread  # noqa: F401  (autouse: tiny networks run faster on one thread)
 
 from medgen.layout import N_CHANNELS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_length:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

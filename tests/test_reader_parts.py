@@ -67,7 +67,7 @@ def test_token_targets_follow_character_overlap():
     ("twelve millimeters", (12.0,)), ("two point four centimeters", (24.0,)), ("forty-five millimetres", (45.0,)),
     ("two centimeters", (20.0,)), ("十二毫米", (12.0,)), ("一点五厘米", (15.0,)), ("两厘米", (20.0,)),
     ("三十五毫米", (35.0,)), ("2.4公分", (24.0,)), ("24×20×18mm", (24.0, 20.0, 18.0)), ("12*10mm", (12.0, 10.0)),
-    ("１２ｍｍ", (12.0,)), ("１．５ｃｍ", (15.0,)), ("１２＊１０mm", (12.0, 10.0)), ("1.2×0.9", (12.0, 9.0)), ("no number", None),
+    (".8 cm", (8.0,)), ("0 mm", None), ("1.2 x 0 cm", (12.0,)), ("１２ｍｍ", (12.0,)), ("１．５ｃｍ", (15.0,)), ("１２＊１０mm", (12.0, 10.0)), ("1.2×0.9", (12.0, 9.0)), ("no number", None),
 ])
 def test_size_spans_in_millimetres(text, expected):
     assert parse_size_mm(text) == expected
@@ -133,3 +133,17 @@ def test_compare_counts_missed_lesions_as_wrong():
     hits = compare(truth, read)
     assert hits["lobe"] == [True, False] and hits["size"] == [True, False] and hits["count"] == [False]
     assert hits["presence"] == [True] and hits["normal"] == [True]
+
+
+def test_a_lobeless_mention_and_a_later_size_complete_the_earlier_lesion():
+    """Bugs found in review: 'The nodule measures 12 mm.' (a mention without a lobe) used to drop the size, and
+    an unsized first mention + a sized second one (not tagged as a repeat) became two lesions."""
+    import re
+
+    text = "RUL nodule . The nodule measures 12 mm . LLL mass . LLL mass 41 mm ."
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    tags = {0: ["loc=right_upper"], 1: ["les"], 4: ["les"], 6: ["size"], 7: ["size"], 9: ["loc=left_lower"],
+            10: ["les"], 12: ["loc=left_lower"], 13: ["les"], 14: ["size"], 15: ["size"]}
+    findings, warnings = assemble(text, decode_spans(text, _probs(len(words), tags), words))
+    assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 12.0), ("left_lower", 41.0)]
+    assert not warnings

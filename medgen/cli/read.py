@@ -36,7 +36,11 @@ def resolve_reader_path(path: Path | None) -> Path:
     """A reader folder: `path` itself, `path/reader` for a pipeline folder, or the default model's reader."""
     from medgen.pipelines.default_model import resolve_model_path
 
-    folder = resolve_model_path(path)
+    try:
+        folder = resolve_model_path(path)
+    except ModelNotFoundError:
+        raise ModelNotFoundError("the default model is not installed, so there is no default reader; pass "
+                                 "--reader DIR (a folder written by ReportReader.save_pretrained)") from None
     if (folder / "reader").is_dir():
         return folder / "reader"
     if path is None:

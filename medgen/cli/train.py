@@ -48,7 +48,11 @@ def _register_reader(sub) -> None:
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--n-train", type=int, default=16000, help="written training reports")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate of the head (and encoder unless --encoder-lr)")
+    p.add_argument("--encoder-lr", type=float, default=None, help="learning rate of the encoder")
+    p.add_argument("--token-dropout", type=float, default=0.0,
+                   help="fraction of tokens masked in training batches (robustness to unseen words)")
+    p.add_argument("--freeze-embeddings", action="store_true", help="keep the encoder's word embeddings fixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_reader)
@@ -61,8 +65,11 @@ def run_reader(args) -> int:
 
     check_output_path(args.out, overwrite=True)
     encoder = args.encoder or str(resolve_model_path(None) / "text_encoder")
+    if not 0.0 <= args.token_dropout < 1.0:
+        raise ValueError(f"--token-dropout must be in [0, 1), got {args.token_dropout}")
     config = ReaderTrainConfig(encoder=encoder, out=str(args.out), n_train=args.n_train, steps=args.steps,
-                               batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, encoder_lr=args.encoder_lr,
+                               token_dropout=args.token_dropout, freeze_embeddings=args.freeze_embeddings)
     summary = train_reader(config, progress=not args.quiet)
     scores = summary["val_scores_training_families"]
     print(f"reader: {args.out} ({summary['train_seconds']:.0f} s; validation on training families: all-correct "

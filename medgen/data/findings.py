@@ -47,6 +47,16 @@ class FindingsError(ValueError):
     """Findings that cannot be read: bad JSON, a wrong schema version, a missing or invalid field."""
 
 
+def _number(value, name: str) -> float:
+    """A finite real number (not a string or a bool) as float."""
+    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a number, got {value!r}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"`{name}` must be finite, got {value}")
+    return value
+
+
 def _check(value, allowed, name):
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}")
@@ -78,10 +88,11 @@ class Lesion:
         _check(self.lobe, LOBES, "lobe")
         _check(self.margin, MARGINS, "margin")
         _check(self.certainty, CERTAINTIES, "certainty")
-        if not 0.0 <= float(self.density) <= 1.0:
+        self.density, self.diameter_mm = _number(self.density, "density"), _number(self.diameter_mm, "diameter_mm")
+        if not 0.0 <= self.density <= 1.0:
             raise ValueError(f"`density` must be in [0, 1], got {self.density}")
-        if not float(self.diameter_mm) > 0:
-            raise ValueError(f"`diameter_mm` must be positive, got {self.diameter_mm}")
+        if not 0 < self.diameter_mm < 1000:
+            raise ValueError(f"`diameter_mm` must be a positive size in mm (< 1000), got {self.diameter_mm}")
         if self.center_mm is not None:
             self.center_mm = tuple(float(c) for c in self.center_mm)
         if self.diameters_mm is not None:
@@ -122,6 +133,8 @@ class Lesion:
     def from_dict(cls, data: dict) -> "Lesion":
         data = dict(data)
         kind = data.pop("type", None)
+        if kind is None and data.get("density") is None:
+            raise ValueError("a lesion needs `density` (0..1) or `type` (ground-glass / part-solid / solid)")
         if kind is not None:
             _check(kind, LESION_TYPES, "type")
             if data.get("density") is None:

@@ -215,3 +215,37 @@ def capitalize(sentence: str) -> str:
     """Upper-case the first visible letter (a leading span mark is skipped)."""
     start = sentence.index(SEP) + 1 if sentence.startswith(OPEN) else 0
     return sentence[:start] + sentence[start:start + 1].upper() + sentence[start + 1:]
+
+
+@dataclass(frozen=True)
+class ClinicalVoice:
+    """One language's pieces for the clinical-style families (`clinical_body`): sentence makers and the
+    negation banks (each ``{"train": ..., "heldout": ...}``)."""
+
+    lesion: object  # (Measured, rng, vocab) -> list[str]
+    resolved: object  # (Findings, rng, vocab) -> list[str]
+    effusion: object  # (Effusion, rng, vocab) -> list[str]
+    emphysema: object  # (Findings, rng, vocab) -> list[str]
+    neg_lesion: dict
+    neg_effusion: dict
+    neg_emphysema: dict
+
+
+def clinical_body(f: Findings, rng: np.random.Generator, vocab: str, voice: ClinicalVoice) -> list[str]:
+    """Sentences of a clinical-style report body: lesions, a resolved prior lesion now and then, effusion and
+    emphysema (or their negations), a lesion negation for lesion-free studies."""
+    out = []
+    for m in measure_all(f, rng):
+        out += voice.lesion(m, rng, vocab)
+    out += voice.resolved(f, rng, vocab)
+    if f.effusion:
+        out += voice.effusion(f.effusion, rng, vocab)
+    elif chance(rng, 0.6):
+        out.append(pick(rng, voice.neg_effusion[vocab]))
+    if f.emphysema:
+        out += voice.emphysema(f, rng, vocab)
+    elif chance(rng, 0.3):
+        out.append(pick(rng, voice.neg_emphysema[vocab]))
+    if not f.lesions and chance(rng, 0.6):
+        out.append(pick(rng, voice.neg_lesion[vocab]))
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from medgen.data.findings import LOBES, Effusion, Findings
-from medgen.data.report_common import Measured, chance, measure_all, pick, size_text
+from medgen.data.report_common import ClinicalVoice, Measured, chance, clinical_body, pick, size_text
 from medgen.data.report_families_zh import effusion_words, emphysema_words, lesion_words
 from medgen.data.report_phrases_zh import (
     DISTRACTORS,
@@ -92,21 +92,10 @@ def _resolved(f: Findings, rng: np.random.Generator, vocab: str) -> list[str]:
 
 
 def _body(f: Findings, rng: np.random.Generator, vocab: str) -> list[str]:
-    out = []
-    for m in measure_all(f, rng):
-        out += _lesion(m, rng, vocab)
-    out += _resolved(f, rng, vocab)
-    if f.effusion:
-        out += _effusion(f.effusion, rng, vocab)
-    elif chance(rng, 0.6):
-        out.append(pick(rng, NEG_EFFUSION[vocab]))
-    if f.emphysema:
-        out += _emphysema(f, rng, vocab)
-    elif chance(rng, 0.3):
-        out.append(pick(rng, NEG_EMPHYSEMA[vocab]))
-    if not f.lesions and chance(rng, 0.6):
-        out.append(pick(rng, NEG_LESION[vocab]))
-    return out
+    return clinical_body(f, rng, vocab, _VOICE)
+
+
+_VOICE = ClinicalVoice(_lesion, _resolved, _effusion, _emphysema, NEG_LESION, NEG_EFFUSION, NEG_EMPHYSEMA)
 
 
 def dictated(f: Findings, rng: np.random.Generator) -> str:

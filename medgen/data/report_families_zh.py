@@ -115,7 +115,8 @@ def narrative(f: Findings, rng: np.random.Generator) -> str:
     for m in measure_all(f, rng):
         w = lesion_words(m, rng, T)
         size = size_text(m, pick(rng, ("zh-cm", "zh-haomi", "zh-limi")))
-        out.append(f"{lobe_words(m.lobe, rng, ('full', 'segment'))}可见一枚{w['d']}{w['n']}影，直径约{size}，{w['mg']}。")
+        shadow = "" if visible(w["n"]).endswith("影") else "影"
+        out.append(f"{lobe_words(m.lobe, rng, ('full', 'segment'))}可见一枚{w['d']}{w['n']}{shadow}，直径约{size}，{w['mg']}。")
     if f.effusion:
         side, grade = effusion_words(f.effusion, rng)
         out.append(f"{side}胸腔内可见{grade}⟦eff|积液⟧。")
@@ -157,7 +158,7 @@ def windows(f: Findings, rng: np.random.Generator) -> str:
         grade, where = emphysema_words(f.emphysema, rng)
         lung.append(f"双肺{grade}⟦emph|肺气肿⟧{where}。")
     if not lung:
-        lung.append(pick(rng, ("双肺纹理清晰，未见明确结节及肿块。", *NEG_LESION[T])))
+        lung.append(pick(rng, ("双肺纹理清晰，未见明确⟦les-|结节⟧及⟦les-|肿块⟧。", *NEG_LESION[T])))
     media = ["心影不大，纵隔内未见肿大淋巴结"]
     if f.effusion:
         side, grade = effusion_words(f.effusion, rng)
@@ -214,7 +215,7 @@ def listed(f: Findings, rng: np.random.Generator) -> str:
 
 def key_value(f: Findings, rng: np.random.Generator) -> str:
     """Structured fields: '病灶1：部位 右肺上叶；大小 12×10mm；密度 实性；边缘 光滑。' / '胸腔积液：无。'"""
-    lines = ["肺结节/肿块：" + ("" if f.lesions else "无。")]
+    lines = ["肺结节/肿块：" if f.lesions else "肺⟦les-|结节/肿块⟧：无。"]
     margin_word = {"smooth": "光滑", "lobulated": "分叶", "spiculated": "毛刺"}
     for i, m in enumerate(measure_all(f, rng), 1):
         w = lesion_words(m, rng, T)

@@ -88,7 +88,35 @@ class PipelineGenerator:
     def __call__(self, reports: list[str], *, seed: int, density=None) -> list[Volume]:
         results = self.pipe(list(reports), density=density, seed=int(seed), progress=False, **self.kwargs)
         self.n_generated += len(results)
+        for r in results:  # layout-grounded models: where each lesion was laid out (layout <-> CT agreement)
+            if r.labels is not None:
+                r.volume.meta["layout_lesion_centroids_mm"] = layout_centroids(r.labels)
         return [r.volume for r in results]
+
+
+def layout_centroids(labels: Volume) -> list[list[float]]:
+    """World (RAS+ mm) centroid of every lesion label of a layout label map, in lesion order."""
+    from medgen.layout.labels import FIRST_LESION_LABEL
+
+    array = np.asarray(labels.array)
+    out = []
+    for value in sorted(int(v) for v in np.unique(array) if v >= FIRST_LESION_LABEL):
+        ijk = np.argwhere(array == value).mean(0)
+        out.append([float(c) for c in (labels.affine @ np.append(ijk, 1.0))[:3]])
+    return out
+
+
+LAYOUT_AGREEMENT_MM = 5.0
+
+
+def layout_agreement(volume: Volume, analysis) -> list[float] | None:
+    """Per laid-out lesion: 1 when the analyzer found a lesion within `LAYOUT_AGREEMENT_MM` of its label
+    centroid in the generated CT, else 0; None for volumes without a layout."""
+    centroids = volume.meta.get("layout_lesion_centroids_mm")
+    if centroids is None:
+        return None
+    found = [np.asarray(lesion.center_mm, float) for lesion in analysis.lesions]
+    return [float(any(np.linalg.norm(f - np.asarray(c)) <= LAYOUT_AGREEMENT_MM for f in found)) for c in centroids]
 
 
 class PhantomOracle:
@@ -230,7 +258,11 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
             for case, volume in zip(batch, volumes, strict=True):
                 generated[(case.index, int(seed))] = volume
                 truth = without_centres(case.findings)
-                row = attribute_record(compare(truth, analyze(volume)), truth)
+                analysis = analyze(volume)
+                row = attribute_record(compare(truth, analysis), truth)
+                agreement = layout_agreement(volume, analysis)
+                if agreement is not None:
+                    row["layout_ct_agreement"] = agreement
                 records.append({"case": case.index, "seed": int(seed), "language": case.language, **row})
             bar.update(len(batch))
     bar.close()

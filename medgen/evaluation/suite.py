@@ -36,6 +36,7 @@ BARS = {
     "lesion_side": (">=", 0.95), "lesion_lobe": (">=", 0.80), "lesion_size_within_30pct_ge20mm": (">=", 0.80),
     "normal_specificity": (">=", 0.95), "effusion_side": (">=", 0.90), "emphysema_presence": (">=", 0.90),
     "density_spearman_rho": (">=", 0.90), "density_mae_hu": ("<=", 120.0), "cpu_64_seconds_per_volume": ("<=", 10.0),
+    "layout_ct_agreement": (">=", 0.90),  # layout-grounded models only (issue "Layout-grounded generation")
 }
 
 

@@ -63,6 +63,13 @@ def atomic_dir(path, overwrite: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        # everything inside gets the umask's usual modes: mkdtemp gives 0700 and some writers (safetensors)
+        # create their files 0600, which would leave model folders unreadable to the group
+        for folder, dirs, files in os.walk(tmp):
+            for name in dirs:
+                os.chmod(os.path.join(folder, name), _default_mode(directory=True))
+            for name in files:
+                os.chmod(os.path.join(folder, name), _default_mode(directory=False))
         os.chmod(tmp, _default_mode(directory=True))
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()

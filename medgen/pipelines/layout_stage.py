@@ -44,10 +44,13 @@ def user_layout(labels: Volume, findings: Findings, *, shape, spacing, affine) -
     where = labels.meta.get("path", "layout")
     if tuple(array.shape) != tuple(shape) or not np.allclose(labels.affine, affine, atol=1e-3):
         raise InputFileError(where, f"layout grid {tuple(array.shape)} at spacing "
-                                    f"{tuple(round(s, 3) for s in labels.spacing)} mm is not the output grid "
-                                    f"{tuple(shape)} at {tuple(spacing)} mm (pass --shape/--spacing to match it)")
+                                    f"{tuple(round(s, 3) for s in labels.spacing)} mm (affine "
+                                    f"{np.round(labels.affine, 2).tolist()}) is not the output grid {tuple(shape)} "
+                                    f"at {tuple(spacing)} mm (affine {np.round(affine, 2).tolist()}); pass "
+                                    "--shape/--spacing to match it, with the output's RAS+ centred geometry")
     if not np.allclose(array, np.rint(array)) or array.min() < 0:
         raise InputFileError(where, "layout values must be non-negative integers (a label map)")
+    array = np.rint(array)
     values = set(np.unique(array).astype(int).tolist())
     unknown = sorted(values - known_values())
     if unknown:
@@ -57,7 +60,8 @@ def user_layout(labels: Volume, findings: Findings, *, shape, spacing, affine) -
     expected = [FIRST_LESION_LABEL + i for i in range(len(findings.lesions))]
     if lesion_values != expected:
         raise InputFileError(where, f"lesion labels {lesion_values} do not match the {len(findings.lesions)} "
-                                    f"lesion(s) of the findings (expected {expected})")
+                                    f"lesion(s) of the findings (expected {expected}); pass --findings with "
+                                    "one lesion per lesion label, in label order")
     array = array.astype(np.uint8)
     density = density_map(array, [lesion.density for lesion in findings.lesions])
     meta = {"synthetic": True}
@@ -83,6 +87,9 @@ def check_layout_inputs(pipe, report, findings, layout) -> tuple[Findings | None
         FindingsError / InputFileError: findings or a layout file that cannot be read.
     """
     if findings is None and layout is None:
+        if pipe.layout_grounded and pipe.reader is None:
+            raise ValueError("this layout-grounded model has no report reader: pass `findings` (or a model "
+                             "folder with reader/)")
         return None, None
     if not pipe.layout_grounded:
         raise ValueError("`findings` / `layout` need a layout-grounded model; this one is text-only")
@@ -101,6 +108,16 @@ def check_layout_inputs(pipe, report, findings, layout) -> tuple[Findings | None
     if report is None and findings is None:
         raise ValueError("give a report or findings to go with the layout")
     return findings, layout
+
+
+def check_layout_shape(pipe, shape) -> None:
+    """Layout-grounded models decode whole volumes (the anatomy-aware decoder is not tiled yet): refuse a grid
+    whose latent exceeds the pipeline's decode tile, before any work."""
+    tile = pipe.config.get("decode_tile")
+    if pipe.layout_grounded and tile and any(s // pipe.latent_factor > int(tile) for s in shape):
+        limit = int(tile) * pipe.latent_factor
+        raise ValueError(f"`shape` {tuple(shape)} is larger than this layout-grounded model decodes in one piece "
+                         f"({limit} voxels per axis); ask for at most {limit}")
 
 
 def report_from_findings(findings: Findings) -> str:

@@ -298,7 +298,7 @@ class ReportToVolumePipeline:
                      generator=None, findings=None, layout=None) -> GenerationRequest:
         """Validate every argument of `__call__` (defaults filled in from the config)."""
         findings, layout = layout_stage.check_layout_inputs(self, report, findings, layout)
-        if report is None:
+        if report is None and findings is not None:
             report = layout_stage.report_from_findings(findings)
         reports = check.check_reports(report)
         guidance = self.config["guidance"]
@@ -306,7 +306,7 @@ class ReportToVolumePipeline:
             raise ValueError("pass either `seed` or `generator`, not both")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
-        return GenerationRequest(
+        request = GenerationRequest(
             reports=reports,
             densities=check.check_densities(density, len(reports)),
             shape=check.check_shape(self.config["shape"] if shape is None else shape, self.latent_factor),
@@ -329,6 +329,8 @@ class ReportToVolumePipeline:
             findings=findings,
             layout=layout,
         )
+        layout_stage.check_layout_shape(self, request.shape)
+        return request
 
     def read_reports(self, reports: list[str]) -> list:
         """The reader's `ReadResult` per report (its warnings are also raised as `ReaderWarning`s and recorded

@@ -1,14 +1,17 @@
 """Turn the tagger's per-token labels into `Findings`.
 
 1. Spans: consecutive tokens whose best label in a group (anchors les/eff/emph, size, loc, type, ...) is
-   above threshold and equal form one span; a span's value is the label with the highest mean probability.
+   above threshold form one span (anchors also split where their assertion changes); a span's value is the
+   label with the highest mean probability over its tokens.
 2. Attachment: every attribute span (size, loc, type, margin / eside, egrade / xgrade, xdist) goes to the
    nearest anchor of its finding kind in the same sentence (a sentence ends at '.', '。' or a line end);
    in a sentence without such an anchor, to the last anchor before it ("It measures 12 mm.").
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
    ones ('?') become `certainty="possible"`. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
    the earlier lesion of its lobe with the closest size (and type, when both are stated); so does a mention
-   with no size of its own. Effusion sides are pooled (left + right = bilateral).
+   with no size of its own, and a sized mention fills an earlier unsized one of its lobe. A mention with no
+   lobe ("The nodule measures 12 mm.") adds what it says to the lesion before it. Effusion sides are pooled
+   (left + right = bilateral).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from medgen.volume import DENSITY_WORD_DEFAULTS
 THRESHOLD = 0.5
 DEFAULT_SIZE_MM = 10.0
 ATTRIBUTES = {"les": ("size", "loc", "type", "margin"), "eff": ("eside", "egrade"), "emph": ("xgrade", "xdist")}
-_SENTENCE_END = re.compile(r"(?<!\d)\.|\.(?!\d)|。|\n")
+_SENTENCE_END = re.compile(r"\.(?!\d)|。|\n")  # not a decimal point (3.5, .8)
 
 
 @dataclass
@@ -72,7 +75,7 @@ def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -
         run: list[int] = []
         for t in range(len(offsets) + 1):
             active = t < len(offsets) and offsets[t][1] > offsets[t][0] and on[t]
-            same = active and run and best[t] == best[run[-1]] if group in ("les", "eff", "emph") else active
+            same = (active and run and best[t] == best[run[-1]]) if group in ("les", "eff", "emph") else active
             if run and not (active and (same or not run)):
                 spans.append(_span(text, group, columns, sub, run, offsets))
                 run = []
@@ -130,6 +133,9 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     for anchor in anchors["les"]:
         if anchor.span.value == "-":
             continue
+        if _first(anchor, "loc") is None and candidates:
+            _fill(candidates[-1], anchor)
+            continue
         candidate = _lesion(anchor, warnings)
         if candidate is not None:
             _merge(candidates, candidate)
@@ -148,11 +154,7 @@ def _lesion(anchor: _Anchor, warnings: list[str]) -> _Candidate | None:
         warnings.append(f"lesion mention {anchor.span.text!r} at character {anchor.span.start} has no lobe; "
                         "it was left out")
         return None
-    sizes = None
-    for span in anchor.attributes.get("size", []):
-        sizes = parse_size_mm(span.text)
-        if sizes:
-            break
+    sizes = _sizes(anchor)
     kind = _first(anchor, "type") or "solid"
     lesion = Lesion(lobe=lobe, diameter_mm=sizes[0] if sizes else DEFAULT_SIZE_MM,
                     density=DENSITY_WORD_DEFAULTS[kind], margin=_first(anchor, "margin") or "smooth",
@@ -162,10 +164,40 @@ def _lesion(anchor: _Anchor, warnings: list[str]) -> _Candidate | None:
                       repeat=anchor.span.value == "^")
 
 
+def _sizes(anchor: _Anchor) -> tuple[float, ...] | None:
+    for span in anchor.attributes.get("size", []):
+        sizes = parse_size_mm(span.text)
+        if sizes:
+            return sizes
+    return None
+
+
+def _fill(candidate: _Candidate, anchor: _Anchor) -> None:
+    """A lobe-less mention of the lesion before it: its size and type fill what that lesion lacks."""
+    sizes, kind = _sizes(anchor), _first(anchor, "type")
+    if sizes and not candidate.sized:
+        candidate.lesion.diameter_mm, candidate.sized = sizes[0], True
+        candidate.lesion.diameters_mm = sizes if len(sizes) > 1 else None
+    if kind and not candidate.typed:
+        candidate.lesion.density, candidate.typed = DENSITY_WORD_DEFAULTS[kind], True
+    margin = _first(anchor, "margin")
+    if margin and candidate.lesion.margin == "smooth":
+        candidate.lesion.margin = margin
+
+
 def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
     """Fold a restated or unsized mention into the earlier lesion it repeats; otherwise it is a new lesion."""
     if not (new.repeat or not new.sized):
-        candidates.append(new)
+        unsized = [old for old in candidates if old.lesion.lobe == new.lesion.lobe and not old.sized
+                   and (not (old.typed and new.typed) or old.lesion.type == new.lesion.type)]
+        if not unsized:
+            candidates.append(new)
+            return
+        old = unsized[-1]  # an earlier mention without a size: this one measures it
+        old.lesion.diameter_mm, old.lesion.diameters_mm, old.sized = (new.lesion.diameter_mm,
+                                                                      new.lesion.diameters_mm, True)
+        if new.typed and not old.typed:
+            old.lesion.density, old.typed = new.lesion.density, True
         return
     b = new.lesion
     same = [old for old in candidates if old.lesion.lobe == b.lobe

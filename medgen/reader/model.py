@@ -188,6 +188,8 @@ class ReportReader(torch.nn.Module):
         Raises:
             ValueError: a report that is not a non-empty string.
         """
+        if not texts:
+            raise ValueError("`texts` is empty: give at least one report")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"report {i} must be a non-empty string, got {text!r}")

@@ -19,7 +19,7 @@ _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四":
               "九": 9}
 _CM = re.compile(r"cm|centimet(?:er|re)s?|厘米|公分")
 _MM = re.compile(r"mm|millimet(?:er|re)s?|毫米")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"\d*\.?\d+")
 _SEPARATOR = re.compile(r"\s*(?:×|\*|x|by|乘)\s*", re.IGNORECASE)
 
 
@@ -82,6 +82,7 @@ def parse_size_mm(span: str) -> tuple[float, ...] | None:
 
     A unit applies to the numbers before it that have none ("3.5 × 2.8 cm"); a span without any unit is read
     as millimetres when its largest number is at least 3 and as centimetres below that ("1.2 × 0.9").
+    Zero sizes are dropped; a range ("12-15 mm") reads as two diameters, the larger first.
     """
     text = _zh_numerals_to_digits(_en_words_to_digits(unicodedata.normalize("NFKC", span)))
     parts, unassigned = [], []
@@ -92,6 +93,7 @@ def parse_size_mm(span: str) -> tuple[float, ...] | None:
         unassigned.append(float(match.group(0)))
         pos = match.end()
     _assign(text[pos:], unassigned, parts, final=True)
+    parts = [p for p in parts if p > 0]
     if not parts:
         return None
     return tuple(sorted((round(p, 2) for p in parts), reverse=True))[:3]

@@ -42,7 +42,8 @@ def _sha256(path: Path, h=None):
 
 
 def cache_key(config: dict, autoencoder_dir: Path) -> str:
-    """Hash of the autoencoder folder (config.json + weights), the manifest file and the data settings."""
+    """Hash of the autoencoder folder (config.json + weights), the manifest file, the data settings and, for a
+    layout-aware autoencoder, every layout label map."""
     h = hashlib.sha256()
     for f in sorted(autoencoder_dir.glob("*")):
         if f.is_file() and f.suffix in (".json", ".safetensors"):
@@ -51,6 +52,12 @@ def cache_key(config: dict, autoencoder_dir: Path) -> str:
     _sha256(resolve_path(config["data"]["manifest"], config, must_exist=True), h)
     data = {k: v for k, v in config["data"].items() if k in ("shape", "spacing", "hu_window")}
     data["layout"] = "label_nc" in config.get("autoencoder", {})
+    if data["layout"]:  # the layout maps are files of their own: a re-made layout must re-encode
+        from medgen.data.manifest import read_manifest
+
+        for row in read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True)):
+            if row.get("layout"):
+                _sha256(Path(row["layout"]), h)
     h.update(json.dumps(data, sort_keys=True).encode())
     return h.hexdigest()[:16]
 

@@ -34,6 +34,10 @@ class ReaderTrainConfig:
         steps, batch_size, lr, warmup: optimisation (AdamW, linear warm-up then cosine).
         window: reader window in tokens (None: the encoder's limit, at most 256).
         p_unrelated: fraction of unrelated English paragraphs (no tags) among training reports.
+        token_dropout: fraction of report tokens replaced by [MASK] in each training batch (targets kept), so
+            that a tag is read from its context too, not only from a word the reader has seen.
+        encoder_lr: learning rate of the encoder (None: `lr`); the head always uses `lr`.
+        freeze_embeddings: keep the encoder's (domain-pretrained) word embeddings as they are.
     """
 
     encoder: str
@@ -47,6 +51,9 @@ class ReaderTrainConfig:
     weight_decay: float = 0.01
     window: int | None = None
     p_unrelated: float = 0.03
+    token_dropout: float = 0.0
+    encoder_lr: float | None = None
+    freeze_embeddings: bool = False
     seed: int = 0
     log_every: int = 100
 
@@ -66,7 +73,7 @@ def _encode(reader: ReportReader, examples, progress: bool = True) -> list[tuple
     return out
 
 
-def _batch(reader: ReportReader, items, rng: np.random.Generator):
+def _batch(reader: ReportReader, items, rng: np.random.Generator, token_dropout: float = 0.0):
     size = reader.window - 2
     rows = []
     for ids, targets in items:
@@ -78,6 +85,8 @@ def _batch(reader: ReportReader, items, rng: np.random.Generator):
     target = torch.zeros((len(rows), length, len(LABELS)))
     for i, (ids, tags) in enumerate(rows):
         n = len(ids)
+        if token_dropout > 0:
+            ids = np.where(rng.random(n) < token_dropout, reader.tokenizer.mask_token_id, ids)
         input_ids[i, :n + 2] = torch.tensor(reader.wrap(ids.tolist()))
         mask[i, :n + 2] = 1
         target[i, 1:n + 1] = torch.from_numpy(tags)
@@ -101,7 +110,12 @@ def train_reader(config: ReaderTrainConfig, *, progress: bool = True) -> dict:
     val_examples = make_examples(config.n_val, split="train", seed=config.seed + 10_000)
     val = _encode(reader, val_examples, progress)
     rng = np.random.default_rng(config.seed)
-    optimizer = torch.optim.AdamW(reader.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.freeze_embeddings:
+        reader.encoder.get_input_embeddings().requires_grad_(False)
+    encoder_params = [p for p in reader.encoder.parameters() if p.requires_grad]
+    groups = [{"params": list(reader.head.parameters()), "scale": 1.0},
+              {"params": encoder_params, "scale": (config.encoder_lr or config.lr) / config.lr}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
     def lr_at(step):
         if step < config.warmup:
@@ -114,9 +128,9 @@ def train_reader(config: ReaderTrainConfig, *, progress: bool = True) -> dict:
     bar = tqdm(range(config.steps), desc="reader", disable=not progress, mininterval=5)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(step) * group["scale"]
         picks = rng.integers(len(train), size=config.batch_size)
-        loss = _loss(reader, *_batch(reader, [train[i] for i in picks], rng))
+        loss = _loss(reader, *_batch(reader, [train[i] for i in picks], rng, config.token_dropout))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
