@@ -167,3 +167,16 @@ def test_layout_model_refuses_what_it_cannot_do(layout_model_dir):
         pipe(findings=FINDINGS, shape=(limit + pipe.latent_factor,) * 3, num_inference_steps=1, progress=False)
     with pytest.raises(ValueError, match="empty|report"):
         pipe(num_inference_steps=1, progress=False)
+
+
+def test_layout_model_with_a_reader_generates_from_report_text(layout_model_dir, tiny_bert_dir, tmp_path):
+    """Reader + layout in one call used to pass `findings` twice to the provenance (TypeError)."""
+    from medgen.pipelines import ReportToVolumePipeline
+    from medgen.reader import ReportReader
+
+    pipe = ReportToVolumePipeline.from_pretrained(layout_model_dir)
+    pipe.reader = ReportReader.from_text_encoder(tiny_bert_dir, window=32).eval()
+    with pytest.warns(UserWarning):
+        result = pipe("Quarterly budget meeting on Thursday.", seed=0, num_inference_steps=1, progress=False)
+    assert result.provenance["reader_warnings"] and result.provenance["layout"]["label_table"]["body"] == 1
+    assert result.provenance["findings"] == result.findings.to_dict()

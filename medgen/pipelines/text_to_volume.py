@@ -415,9 +415,7 @@ class ReportToVolumePipeline:
                 device=str(self.device),
                 torch_version=torch.__version__,
                 elapsed_s=round(elapsed_s, 3),
-                **({"findings": readings[i].findings.to_dict(), "reader_warnings": list(readings[i].warnings)}
-                   if readings else {}),
-                **({"findings": layouts[i].findings.to_dict(), "layout": layouts[i].to_dict()} if layouts else {}),
+                **self._reading_record(readings[i] if readings else None, layouts[i] if layouts else None),
             )
             volume = Volume(hu[i], affine.copy(), record)
             labels = layouts[i].labels if layouts else None
@@ -425,6 +423,17 @@ class ReportToVolumePipeline:
             results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record,
                                             labels=labels, findings=findings))
         return results
+
+    @staticmethod
+    def _reading_record(reading, layout) -> dict:
+        """Provenance of what the volume was asked to show: the reader's findings and warnings, and the layout
+        (whose findings, with lesion centres, take the place of the reader's)."""
+        out = {}
+        if reading is not None:
+            out.update(findings=reading.findings.to_dict(), reader_warnings=list(reading.warnings))
+        if layout is not None:
+            out.update(findings=layout.findings.to_dict(), layout=layout.to_dict())
+        return out
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.config["shape"])
