@@ -97,6 +97,9 @@ def _alignment_md(ali: dict) -> list[str]:
 
 
 def _speed_md(spd: dict) -> list[str]:
+    if "shapes" not in spd:  # a layout-grounded model: the whole call timed
+        return [f"## 5. Speed ({spd['device']}, {spd['torch_threads']} threads)\n",
+                f"Report -> CT + labels: {spd['seconds_per_volume']} s per volume (median); {spd['note']}.\n"]
     lines = [f"## 5. Speed and memory ({spd['device']}, {spd['torch_threads']} threads, median of "
              f"{spd['repeats']})\n"]
     rows = []
@@ -166,7 +169,7 @@ def _plots(results: dict, out_dir: Path) -> list[str]:
         ax.set_title("Diversity")
         save(fig, "diversity.png")
     spd = results.get("speed")
-    if spd:
+    if spd and "shapes" in spd:
         fig, ax = plt.subplots(figsize=(6, 4))
         runs = [(f"{s}³ {n}", r[n]) for s, r in spd["shapes"].items() if "error" not in r
                 for n in ("guided", "text_guided", "unguided")]
