@@ -25,6 +25,7 @@ from medgen.data.findings import LABELS, LOBE_LABELS
 from medgen.data.phantom import make_phantom
 from medgen.evaluation.fidelity import PhantomOracle, make_heldout_cases, score_fidelity
 from medgen.pipelines import ReportToVolumePipeline
+from medgen.pipelines.layout_stage import layout_tensors
 from medgen.volume import Volume, hu_to_intensity
 
 ATTRIBUTES = ("lesion_detected", "lesion_side", "lesion_lobe", "lesion_zone", "lesion_size_within_30pct_ge20mm",
@@ -42,7 +43,8 @@ def reconstruct(pipe, volume: Volume, case=None) -> Volume:
         from medgen.layout import make_layout
 
         layouts = [make_layout(case.findings, shape=volume.shape, spacing=volume.spacing, seed=case.subject_seed)]
-    return Volume(pipe.decode(z, layouts)[0], volume.affine)
+    full = layout_tensors(layouts, pipe.latent_factor, pipe.device)[0]
+    return Volume(pipe.decode(z, full)[0], volume.affine)
 
 
 class AutoencoderOracle(PhantomOracle):
@@ -67,7 +69,7 @@ def _with_autoencoder(args) -> ReportToVolumePipeline:
     """A pipeline around a trained autoencoder alone (its UNet is untrained and never used here)."""
     from medgen.config import load_config
     from medgen.pipelines.build import build_pipeline
-    from medgen.text.encoder import load_text_encoder
+    from medgen.text.loading import load_text_encoder
     from medgen.training.vae import load_autoencoder
 
     config = load_config(args.config)

@@ -17,7 +17,7 @@ import numpy as np
 
 from medgen.data.findings import Findings
 from medgen.reader.corpus import make_examples
-from medgen.reader.scoring import LESION_ATTRIBUTES, REPORT_ATTRIBUTES, score_reader
+from medgen.reader.scoring import LESION_ATTRIBUTES, REPORT_ATTRIBUTES, compare, read_findings, score_reader
 
 HANDWRITTEN_DIR = Path(__file__).resolve().parents[2] / "reports" / "handwritten"
 BAR_ATTRIBUTES = ("presence", "side", "lobe", "type", "effusion_side", "effusion_grade", "emphysema", "normal")
@@ -78,8 +78,8 @@ def evaluate_reader(reader, *, n_per_language: int = 200, seed: int = 4242, hand
     out["handwritten"]["n"] = len(handwritten)
     if handwritten:
         for name, fn in readers.items():
-            out["handwritten"][name] = score_reader(fn, handwritten, by="language")
-            read = [r.findings if hasattr(r, "findings") else r for r in fn([h.text for h in handwritten])]
+            read = read_findings(fn, [h.text for h in handwritten])
+            out["handwritten"][name] = score_reader(fn, handwritten, by="language", read=read)
             out["handwritten"].setdefault("wrong", {})[name] = [
                 h.family for h, r in zip(handwritten, read, strict=True)
                 if not _all_correct(h.findings, r)]
@@ -90,8 +90,6 @@ def evaluate_reader(reader, *, n_per_language: int = 200, seed: int = 4242, hand
 
 
 def _all_correct(truth: Findings, read: Findings) -> bool:
-    from medgen.reader.scoring import compare
-
     return all(all(v) for v in compare(truth, read).values())
 
 

@@ -1,8 +1,9 @@
-"""The pipeline's layout step: findings (read from the report, or given) + an anatomy -> `Layout`, and the
-layout as the networks see it (channels at image resolution for the decoder, pooled to the latent grid for
-the UNet).
+"""The pipeline's reading and layout steps: the reader's findings (with their provenance record), then
+findings (read from the report, or given) + an anatomy -> `Layout`, and the layout as the networks see it
+(channels at image resolution for the decoder, pooled to the latent grid for the UNet).
 
-Used only by layout-grounded models (``unet.layout_channels > 0``); the text-only ablation skips it.
+The layout step runs only for layout-grounded models (``unet.layout_channels > 0``); the text-only ablation
+skips it.
 """
 
 from __future__ import annotations
@@ -69,10 +70,39 @@ def user_layout(labels: Volume, findings: Findings, *, shape, spacing, affine) -
                   findings, [], {"source": "user"})
 
 
-def layout_tensors(layouts: list[Layout], factor: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(channels at image resolution (B, C, X, Y, Z), channels pooled to the latent grid (B, C, x, y, z))."""
+def layout_tensors(layouts: list[Layout], factor: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(channels at image resolution (B, C, X, Y, Z), channels pooled to the latent grid (B, C, x, y, z));
+    (None, None) without layouts (a text-only model)."""
+    if not layouts:
+        return None, None
     full = torch.from_numpy(np.stack([layout.channels() for layout in layouts])).to(device)
     return full, pool_layout(full, factor)
+
+
+def read_reports(reader, reports: list[str]) -> list:
+    """The reader's `ReadResult` per report, its warnings also raised as `ReaderWarning`s; [] without a reader."""
+    if reader is None:
+        return []
+    import warnings
+
+    from medgen.reader import ReaderWarning
+
+    readings = reader.read_batch(reports)
+    for i, reading in enumerate(readings):
+        for message in reading.warnings:
+            warnings.warn(f"report {i}: {message}" if len(reports) > 1 else message, ReaderWarning, stacklevel=5)
+    return readings
+
+
+def reading_record(reading, layout: Layout | None) -> dict:
+    """Provenance of what a volume was asked to show: the reader's findings and warnings, and the layout
+    (whose findings, with lesion centres, take the place of the reader's)."""
+    out = {}
+    if reading is not None:
+        out.update(findings=reading.findings.to_dict(), reader_warnings=list(reading.warnings))
+    if layout is not None:
+        out.update(findings=layout.findings.to_dict(), layout=layout.to_dict())
+    return out
 
 
 class LayoutWarning(UserWarning):

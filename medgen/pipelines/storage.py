@@ -78,6 +78,29 @@ def reader_folders(path: Path) -> list[Path]:
     return [reader, reader / "encoder"] if reader.is_dir() else []
 
 
+def load_optional_components(path: Path):
+    """(ReportReader or None, AnatomyBank or None) of a pipeline folder (``reader/``, ``anatomy_bank/``)."""
+    reader = bank = None
+    if (path / "anatomy_bank").is_dir():
+        from medgen.layout import AnatomyBank
+
+        bank = AnatomyBank.load(path / "anatomy_bank")
+    if (path / "reader").is_dir():
+        from medgen.reader import ReportReader
+
+        with quiet_transformers():
+            reader = ReportReader.from_pretrained(path / "reader").float()
+    return reader, bank
+
+
+def save_optional_components(path: Path, reader, bank) -> None:
+    """Write the reader and the anatomy bank (those that are not None) into a pipeline folder."""
+    if reader is not None:
+        reader.save_pretrained(path / "reader")
+    if bank is not None:
+        bank.save(path / "anatomy_bank")
+
+
 def weight_folders(path: Path) -> list[Path]:
     """Folders of the pipeline that must hold safetensors weights."""
     bank = [path / "anatomy_bank"] if (path / "anatomy_bank").is_dir() else []

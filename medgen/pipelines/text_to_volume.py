@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +149,7 @@ class ReportToVolumePipeline:
                 storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
             (tmp / "scheduler").mkdir()
             storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, self.config["scheduler"])
-            if self.reader is not None:
-                self.reader.save_pretrained(tmp / "reader")
-            if self.anatomy_bank is not None:
-                self.anatomy_bank.save(tmp / "anatomy_bank")
+            storage.save_optional_components(tmp, self.reader, self.anatomy_bank)
             if dtype is not None:
                 for folder in (*storage.text_encoder_folders(tmp), *storage.reader_folders(tmp)):
                     storage.cast_safetensors(folder, dtype)
@@ -209,16 +205,7 @@ class ReportToVolumePipeline:
         storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
         storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
         scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
-        reader = bank = None
-        if (path / "anatomy_bank").is_dir():
-            from medgen.layout import AnatomyBank
-
-            bank = AnatomyBank.load(path / "anatomy_bank")
-        if (path / "reader").is_dir():
-            from medgen.reader import ReportReader
-
-            with storage.quiet_transformers():
-                reader = ReportReader.from_pretrained(path / "reader").float()
+        reader, bank = storage.load_optional_components(path)
         try:
             pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader, anatomy_bank=bank)
         except ValueError as err:
@@ -277,12 +264,14 @@ class ReportToVolumePipeline:
         encoding, null_encoding = self.encode_report(request.reports)
         # 3. Lay out the findings (layout-grounded models)
         layouts = self.lay_out(request, readings, encoding)
+        full_layout, pooled_layout = layout_stage.layout_tensors(layouts, self.latent_factor, self.device)
         # 4. Prepare latents
         latent_shape, generator = self.prepare_latents(request, generator)
         # 5. Denoise
-        latents = self.denoise(request, encoding, null_encoding, latent_shape, generator, progress, layouts)
+        latents = self.denoise(request, encoding, null_encoding, latent_shape, generator, progress, layouts,
+                               pooled_layout)
         # 6. Decode
-        hu = self.decode(latents, layouts)
+        hu = self.decode(latents, full_layout)
         # 7. Wrap
         results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings,
                             layouts=layouts)
@@ -333,17 +322,8 @@ class ReportToVolumePipeline:
         return request
 
     def read_reports(self, reports: list[str]) -> list:
-        """The reader's `ReadResult` per report (its warnings are also raised as `ReaderWarning`s and recorded
-        in the provenance as ``reader_warnings``); [] without a reader."""
-        if self.reader is None:
-            return []
-        from medgen.reader import ReaderWarning
-
-        readings = self.reader.read_batch(reports)
-        for i, reading in enumerate(readings):
-            for message in reading.warnings:
-                warnings.warn(f"report {i}: {message}" if len(reports) > 1 else message, ReaderWarning, stacklevel=4)
-        return readings
+        """The reader's `ReadResult` per report (warnings raised as `ReaderWarning`s too); [] without a reader."""
+        return layout_stage.read_reports(self.reader, reports)
 
     def encode_report(self, reports: list[str]):
         """Reports -> (encoding of batch B, empty-text encoding of batch 1) for classifier-free guidance."""
@@ -362,24 +342,25 @@ class ReportToVolumePipeline:
             return []
         return layout_stage.lay_out(self, request, readings, encoding)
 
-    def denoise(self, request, encoding, null_encoding, latent_shape, generator, progress, layouts=()) -> torch.Tensor:
-        """Guided reverse diffusion from noise to latents (B, C, x, y, z) (joined to the pooled layout)."""
+    def denoise(self, request, encoding, null_encoding, latent_shape, generator, progress, layouts=(),
+                pooled_layout=None) -> torch.Tensor:
+        """Guided reverse diffusion from noise to latents (B, C, x, y, z), joined to `pooled_layout`
+        (B, L, x, y, z) for a layout-grounded model."""
         density = layout_stage.unet_density(request, layouts)
-        pooled = layout_stage.layout_tensors(layouts, self.latent_factor, self.device)[1] if layouts else None
         return sample_latents(
             self.unet, self.scheduler, encoding=encoding, null_encoding=null_encoding, density=density,
             latent_shape=latent_shape, num_inference_steps=request.num_inference_steps,
-            guidance=request.guidance, generator=generator, progress=progress, device=self.device, layout=pooled,
+            guidance=request.guidance, generator=generator, progress=progress, device=self.device,
+            layout=pooled_layout,
         )
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, layouts=()) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, full_layout: torch.Tensor | None = None) -> np.ndarray:
         """Latents (B, C, x, y, z) -> HU (B, X, Y, Z) float32; tiled when the latent exceeds `decode_tile`
-        (the anatomy-aware decoder of a layout-grounded model reads the layout at image resolution)."""
+        (the anatomy-aware decoder of a layout-grounded model reads `full_layout` (B, L, X, Y, Z))."""
         z = latents.to(self.device) / float(self.config["scale_factor"])
-        if layouts:
-            full = layout_stage.layout_tensors(layouts, self.latent_factor, self.device)[0]
-            image = decode_latents(self.autoencoder, z, full)
+        if full_layout is not None:
+            image = decode_latents(self.autoencoder, z, full_layout)
             return intensity_to_hu(image[:, 0].float()).cpu().numpy().astype(np.float32)
         tile = self.config.get("decode_tile")
         if tile and any(s > tile for s in z.shape[2:]):
@@ -415,7 +396,7 @@ class ReportToVolumePipeline:
                 device=str(self.device),
                 torch_version=torch.__version__,
                 elapsed_s=round(elapsed_s, 3),
-                **self._reading_record(readings[i] if readings else None, layouts[i] if layouts else None),
+                **layout_stage.reading_record(readings[i] if readings else None, layouts[i] if layouts else None),
             )
             volume = Volume(hu[i], affine.copy(), record)
             labels = layouts[i].labels if layouts else None
@@ -423,17 +404,6 @@ class ReportToVolumePipeline:
             results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record,
                                             labels=labels, findings=findings))
         return results
-
-    @staticmethod
-    def _reading_record(reading, layout) -> dict:
-        """Provenance of what the volume was asked to show: the reader's findings and warnings, and the layout
-        (whose findings, with lesion centres, take the place of the reader's)."""
-        out = {}
-        if reading is not None:
-            out.update(findings=reading.findings.to_dict(), reader_warnings=list(reading.warnings))
-        if layout is not None:
-            out.update(findings=layout.findings.to_dict(), layout=layout.to_dict())
-        return out
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.config["shape"])

@@ -147,9 +147,13 @@ class ReportReader(torch.nn.Module):
     def wrap(self, ids: list[int]) -> list[int]:
         return [self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id]
 
-    @torch.no_grad()
     def tag(self, texts: list[str]) -> list[tuple[np.ndarray, list[tuple[int, int]], int]]:
         """Per-token label probabilities, offsets and window count for each report."""
+        return [(probs, offsets, n) for probs, offsets, n, _ in self._tag(texts)]
+
+    @torch.no_grad()
+    def _tag(self, texts: list[str]):
+        """`tag` plus each report's token ids (the reader counts unknown tokens in them)."""
         tokenized = [self.tokenize(t) for t in texts]
         pieces, owners = [], []
         for i, (ids, _) in enumerate(tokenized):
@@ -174,7 +178,7 @@ class ReportReader(torch.nn.Module):
                     margin = min(t - start, end - 1 - t)
                     if margin > best[t]:
                         best[t], merged[t] = margin, probs[row, 1 + t - start]
-            out.append((merged, offsets, len(rows)))
+            out.append((merged, offsets, len(rows), ids))
         return out
 
     # ------------------------------------------------------------------------------------ reading
@@ -196,15 +200,14 @@ class ReportReader(torch.nn.Module):
         was_training = self.training
         self.eval()
         try:
-            tagged = self.tag(list(texts))
+            tagged = self._tag(list(texts))
         finally:
             self.train(was_training)
         return [self._result(text, *t) for text, t in zip(texts, tagged, strict=True)]
 
-    def _result(self, text: str, probs: np.ndarray, offsets, n_windows: int) -> ReadResult:
+    def _result(self, text: str, probs: np.ndarray, offsets, n_windows: int, ids: list[int]) -> ReadResult:
         spans = decode_spans(text, probs, offsets)
         findings, warnings = assemble(text, spans)
-        ids = self.tokenize(text)[0]
         unknown = sum(i == self.tokenizer.unk_token_id for i in ids) / max(len(ids), 1)
         if unknown > UNKNOWN_WARN_FRACTION:
             warnings.append(f"{unknown:.0%} of the report's tokens are unknown to the reader's vocabulary "

@@ -73,17 +73,24 @@ def score(pairs: list[tuple[Findings, Findings]], groups: list[str] | None = Non
             for key, b in buckets.items()}
 
 
-def score_reader(reader_or_fn, examples, *, by: str | None = None) -> dict:
+def read_findings(reader_or_fn, texts: list[str], batch_size: int = 32) -> list[Findings]:
+    """Findings of each text by a `ReportReader` (or any ``texts -> list[Findings]`` callable)."""
+    read_fn: Callable = getattr(reader_or_fn, "read_batch", None) or reader_or_fn
+    read = []
+    for i in range(0, len(texts), batch_size):
+        read += [r.findings if hasattr(r, "findings") else r for r in read_fn(texts[i:i + batch_size])]
+    return read
+
+
+def score_reader(reader_or_fn, examples, *, by: str | None = None, read: list[Findings] | None = None) -> dict:
     """Score a `ReportReader` (or any ``texts -> list[Findings]`` callable) on writer examples.
 
     Args:
         by: None, "language" or "family": the extra grouping of the result.
+        read: the findings already read from the examples' texts (skips reading them again).
     """
     examples = [ex for ex in examples if ex.findings is not None]
-    read_fn: Callable = getattr(reader_or_fn, "read_batch", None) or reader_or_fn
-    read = []
-    for i in range(0, len(examples), 32):
-        out = read_fn([ex.text for ex in examples[i:i + 32]])
-        read += [r.findings if hasattr(r, "findings") else r for r in out]
+    if read is None:
+        read = read_findings(reader_or_fn, [ex.text for ex in examples])
     groups = [getattr(ex, by) for ex in examples] if by else None
     return score([(ex.findings, r) for ex, r in zip(examples, read, strict=True)], groups)

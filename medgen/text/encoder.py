@@ -128,7 +128,7 @@ class TextEncoder(torch.nn.Module):
         `do_lower_case=None` keeps the tokenizer's own setting, except for Bio_ClinicalBERT (cased: False).
         """
         name = str(name_or_path)
-        saved = _read_config(Path(name).expanduser())
+        saved = read_encoder_config(Path(name).expanduser())
         tokenizer, model = load_hf_encoder(name, do_lower_case)
         options = {"max_length": 128, "pooling": "mean", "trainable_layers": 0, "cache_size": 2048}
         options.update({k: saved[k] for k in options if k in saved})
@@ -302,7 +302,7 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def _read_config(folder: Path) -> dict:
+def read_encoder_config(folder: Path) -> dict:
     path = folder / CONFIG_NAME
     if not path.is_file():
         return {}
@@ -310,27 +310,3 @@ def _read_config(folder: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise InputFileError(path, f"invalid JSON ({err})") from err
-
-
-def load_text_encoder(config: dict) -> torch.nn.Module:
-    """Build the encoder described by a config section (e.g. `text_encoder:` in a YAML experiment).
-
-    Keys: name_or_path, max_length, pooling, trainable_layers, cache_size, do_lower_case, and
-    `second: {...}` (same keys) for an SDXL-style dual encoder. A folder written by
-    `DualTextEncoder.save_pretrained` is recognised by itself.
-    """
-    from medgen.text.dual import DualTextEncoder
-
-    known = {"name_or_path", "max_length", "pooling", "trainable_layers", "cache_size", "do_lower_case", "second"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown text encoder config keys {unknown}; expected some of {sorted(known)}")
-    options = {k: v for k, v in config.items() if k not in ("name_or_path", "second")}
-    name = str(config.get("name_or_path", DEFAULT_TEXT_ENCODER))
-    if _read_config(Path(name).expanduser()).get("dual"):
-        return DualTextEncoder.from_pretrained(name, **options)
-    first = TextEncoder.from_pretrained(name, **options)
-    if not config.get("second"):
-        return first
-    second = load_text_encoder({k: v for k, v in config["second"].items() if k != "second"})
-    return DualTextEncoder(first, second)

@@ -93,7 +93,7 @@ class ConditionedDenoiser(torch.nn.Module):
 
 
 def _load_text_encoder(config: dict):
-    from medgen.text.encoder import load_text_encoder
+    from medgen.text.loading import load_text_encoder
 
     text_cfg = dict(config["text_encoder"])
     name = str(text_cfg.get("name_or_path", ""))
