@@ -56,7 +56,7 @@ def test_report_file_options_and_dicom(model_dir, tmp_path, capsys):
     report_file = tmp_path / "report.txt"
     report_file.write_text("左肺下叶实性结节，大小约8毫米。", encoding="utf-8")
     out = tmp_path / "out" / "zh.nii.gz"
-    argv = ["generate", "--report-file", report_file, "--out", out, "--model", model_dir, "--shape", 16, 8, 8,
+    argv = ["generate", "--report-file", report_file, "--out", out, "--model", model_dir, "--shape", 16, 16, 16,
             "--steps", 1, "--guidance", 1.5, "--density-guidance", 1.0, "--no-preview",
             "--dicom-out", tmp_path / "out" / "zh-dicom"]
     code, _, err = run(argv, capsys)
@@ -65,8 +65,9 @@ def test_report_file_options_and_dicom(model_dir, tmp_path, capsys):
     assert not (tmp_path / "out" / "zh.png").exists()
     sidecar = json.loads((tmp_path / "out" / "zh.json").read_text(encoding="utf-8"))
     assert sidecar["report"].startswith("左肺下叶")
-    assert (sidecar["num_inference_steps"], sidecar["guidance_scale"], sidecar["shape"]) == (1, 1.5, [16, 8, 8])
-    assert nib.load(out).shape == (16, 8, 8)
+    assert (sidecar["num_inference_steps"], sidecar["guidance_scale"], sidecar["shape"]) == (1, 1.5, [16, 16, 16])
+    assert sidecar["spacing"] == [20.0] * 3 and sidecar["grid"]["native_shape"] == [8, 8, 8]  # same 320 mm FOV
+    assert nib.load(out).shape == (16, 16, 16) and nib.load(out).header.get_zooms() == (20.0, 20.0, 20.0)
     # same seed (default 0), same command -> identical voxels; --overwrite replaces
     first = nib.load(out).get_fdata()
     code, _, err = run(argv + ["--overwrite"], capsys)
@@ -134,8 +135,14 @@ BAD = {
     "guidance nan": ({"--guidance": ["nan"]}, "guidance"),
     "density guidance negative": ({"--density-guidance": ["-1"]}, "density-guidance"),
     "seed negative": ({"--seed": ["-1"]}, "seed"),
-    "shape indivisible": ({"--shape": ["15", "16", "16"]}, "divisible"),
+    "shape anisotropic": ({"--shape": ["15", "16", "16"]}, "anisotropic"),
     "shape zero": ({"--shape": ["0", "16", "16"]}, "positive"),
+    "shape below native": ({"--shape": ["4", "4", "4"]}, "below the model's native grid"),
+    "shape not x2": ({"--shape": ["24", "24", "24"]}, "not reachable"),
+    "spacing not dividing": ({"--spacing": ["30"]}, "whole voxels"),
+    "spacing two values": ({"--spacing": ["10", "20"]}, "one value or three"),
+    "fov not the model's": ({"--fov": ["400"]}, "field of view"),
+    "shape spacing fov": ({"--shape": ["16", "16", "16"], "--spacing": ["20"], "--fov": ["320"]}, "at most two"),
     "device unknown": ({"--device": ["tpu"]}, "device"),
     "model missing": ({"--model": ["{work}/no-model"]}, "not found"),
     "model no index": ({"--model": ["@no-index"]}, "model_index.json"),
@@ -216,3 +223,19 @@ def test_batch_refuses_existing_outputs_before_generating(model_dir, tmp_path, c
                        capsys)
     assert code == 2 and "b.png" in err
     assert files_under(tmp_path / "batch") == ["b.png"]  # row "a" was not generated either
+
+
+def test_grid_misuse_is_refused_before_any_weights_load(model_dir, tmp_path, capsys, monkeypatch):
+    """`--shape 8 8 8` on the 64^3 default used to end in a traceback; now the model index alone decides."""
+    from medgen.pipelines.text_to_volume import ReportToVolumePipeline
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights loaded before the grid check")
+
+    monkeypatch.setattr(ReportToVolumePipeline, "from_pretrained", classmethod(no_loading))
+    for flags, message in ((["--shape", 4, 4, 4], "below the model's native grid"),
+                           (["--fov", 500], "field of view"), (["--spacing", 7], "whole voxels")):
+        code, _, err = run(["generate", "--report", REPORT, "--out", tmp_path / "g.nii.gz", "--model", model_dir,
+                            *flags], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+        assert not list(tmp_path.iterdir())

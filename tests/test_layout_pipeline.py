@@ -155,18 +155,34 @@ def test_cli_findings_and_layout(layout_model_dir, tmp_path, capsys):
 
 
 def test_layout_model_refuses_what_it_cannot_do(layout_model_dir):
-    """A layout model with no reader needs findings; it decodes whole volumes, so a grid beyond its decode
-    tile is refused before any work (found in review)."""
+    """A layout model with no reader needs findings; a user label map is rendered on the native grid only."""
     from medgen.pipelines import ReportToVolumePipeline
 
     pipe = ReportToVolumePipeline.from_pretrained(layout_model_dir)
     with pytest.raises(ValueError, match="no report reader"):
         pipe("A 2 cm nodule in the RUL.", num_inference_steps=1, progress=False)
-    limit = int(pipe.config["decode_tile"]) * pipe.latent_factor
-    with pytest.raises(ValueError, match="in one piece"):
-        pipe(findings=FINDINGS, shape=(limit + pipe.latent_factor,) * 3, num_inference_steps=1, progress=False)
+    native = tuple(pipe.config["shape"])
+    layout = pipe(findings=FINDINGS, num_inference_steps=1, progress=False).labels
+    with pytest.raises(ValueError, match="native grid"):
+        pipe(findings=FINDINGS, layout=layout, shape=tuple(2 * s for s in native), num_inference_steps=1,
+             progress=False)
     with pytest.raises(ValueError, match="empty|report"):
         pipe(num_inference_steps=1, progress=False)
+
+
+def test_layout_model_cascade_keeps_labels_on_the_output_grid(layout_model_dir):
+    """At twice the native grid the label map follows the CT: same affine, each native label in a 2^3 block."""
+    from medgen.pipelines import ReportToVolumePipeline
+
+    pipe = ReportToVolumePipeline.from_pretrained(layout_model_dir)
+    native = pipe(findings=FINDINGS, seed=1, num_inference_steps=1, progress=False)
+    fine = pipe(findings=FINDINGS, seed=1, shape=tuple(2 * s for s in pipe.config["shape"]), num_inference_steps=1,
+                progress=False)
+    assert fine.volume.shape == fine.labels.shape == tuple(2 * s for s in native.volume.shape)
+    np.testing.assert_allclose(fine.labels.affine, fine.volume.affine)
+    np.testing.assert_array_equal(np.asarray(fine.labels.array)[::2, ::2, ::2], np.asarray(native.labels.array))
+    np.testing.assert_array_equal(np.asarray(fine.labels.array)[1::2, 1::2, 1::2], np.asarray(native.labels.array))
+    assert fine.volume.spacing == pytest.approx(tuple(s / 2 for s in native.volume.spacing))
 
 
 def test_layout_model_with_a_reader_generates_from_report_text(layout_model_dir, tiny_bert_dir, tmp_path):
@@ -180,3 +196,33 @@ def test_layout_model_with_a_reader_generates_from_report_text(layout_model_dir,
         result = pipe("Quarterly budget meeting on Thursday.", seed=0, num_inference_steps=1, progress=False)
     assert result.provenance["reader_warnings"] and result.provenance["layout"]["label_table"]["body"] == 1
     assert result.provenance["findings"] == result.findings.to_dict()
+
+
+def test_dicom_out_writes_the_label_map_as_a_seg_on_the_ct_series(layout_pipe, tmp_path):
+    """--dicom-out: the layout is also a DICOM SEG referencing the CT slices; a standard reader (highdicom)
+    opens it and its segments hold the label map; the CT series still reads back alone."""
+    import highdicom as hd
+    import pydicom
+
+    from medgen.data.findings import Findings
+    from medgen.io import read_dicom_series
+    from medgen.io.dicom_seg import SEG_NAME
+
+    result = layout_pipe(findings=Findings.from_dict(FINDINGS), seed=2, num_inference_steps=1, progress=False)
+    written = result.save(tmp_path / "ct.nii.gz", dicom_dir=tmp_path / "dicom", preview=False)
+    seg = hd.seg.segread(written["dicom"] / SEG_NAME)
+    ct_first = pydicom.dcmread(written["dicom"] / "slice_0001.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct_first.SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == ct_first.FrameOfReferenceUID and seg.PatientID == "SYNTHETIC"
+    names = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
+    assert {"body", "lesion_1", "effusion"} <= set(names)
+    table = result.provenance["layout"]["label_table"]
+    ct = read_dicom_series(written["dicom"])  # the SEG beside the slices is skipped
+    np.testing.assert_allclose(ct.affine, result.volume.affine, atol=1e-3)
+    lesion = seg.get_volume(segment_numbers=[names["lesion_1"]], combine_segments=False).array[..., 0]
+    truth = np.asarray(result.labels.array) == table["lesion_1"]
+    assert lesion.sum() == truth.sum() > 0
+    seg_volume = seg.get_volume(segment_numbers=[names["lesion_1"]], combine_segments=False)
+    seg_centroid = seg_volume.affine @ np.append(np.argwhere(seg_volume.array[..., 0]).mean(0), 1.0)
+    ours = result.labels.affine @ np.append(np.argwhere(truth).mean(0), 1.0)
+    np.testing.assert_allclose(seg_centroid[:3] * [-1, -1, 1], ours[:3], atol=1e-3)  # LPS -> RAS

@@ -36,6 +36,7 @@ def make_tiny_pipeline(bert_dir) -> ReportToVolumePipeline:
 
     torch.manual_seed(0)
     pipe = build_pipeline(yaml.safe_load(CONFIG.read_text()), TextEncoder.from_pretrained(bert_dir))
+    pipe.config.update(shape=[8, 8, 8], spacing=[40.0, 40.0, 40.0])  # native grid: 320 mm FOV, as the real model
     with torch.no_grad():  # untrained, the output layers are zero (eps = 0): randomise so conditions matter
         for param in pipe.unet.parameters():
             if param.dim() > 1 and not param.any():
@@ -71,7 +72,7 @@ def loaded(model_dir):
 
 @pytest.fixture(scope="module")
 def result(loaded):
-    """One generation at the model's default 32^3 shape."""
+    """One generation at the model's native 8^3 grid."""
     return loaded(REPORT, density=0.8, seed=3, num_inference_steps=2, progress=False)
 
 
@@ -144,16 +145,16 @@ def test_fp16_overflow_is_refused(tmp_path):
 
 def test_volume_geometry_and_values(result):
     volume = result.volume
-    assert volume.shape == (32, 32, 32)
-    assert volume.spacing == (10.0, 10.0, 10.0)
+    assert volume.shape == (8, 8, 8)
+    assert volume.spacing == (40.0, 40.0, 40.0)
     assert volume.orientation == "RAS"
-    np.testing.assert_allclose(volume.affine, make_affine((32, 32, 32), 10.0))
-    np.testing.assert_allclose(volume.world_coordinates([15.5, 15.5, 15.5]), 0.0, atol=1e-9)  # centred
+    np.testing.assert_allclose(volume.affine, make_affine((8, 8, 8), 40.0))
+    np.testing.assert_allclose(volume.world_coordinates([3.5, 3.5, 3.5]), 0.0, atol=1e-9)  # centred
     assert volume.array.dtype == np.float32
     assert np.isfinite(volume.array).all()
     assert volume.array.min() >= -1024.0 and volume.array.max() <= 1024.0
     assert volume.array.std() > 0
-    assert tuple(result.latent.shape) == (4, 16, 16, 16)
+    assert tuple(result.latent.shape) == (4, 4, 4, 4)
 
 
 def test_provenance(result, model_dir):
@@ -244,10 +245,21 @@ def test_large_latents_are_decoded_in_tiles(loaded, monkeypatch):
     assert calls == [{"tile": 4, "overlap": 2}] and hu.shape == (1, 16, 16, 16)
 
 
-def test_non_default_spacing(loaded):
-    volume = loaded(REPORT, spacing=(0.8, 0.8, 2.5), **FAST).volume
-    assert volume.spacing == pytest.approx((0.8, 0.8, 2.5))
-    np.testing.assert_allclose(volume.world_coordinates([3.5, 3.5, 3.5]), 0.0, atol=1e-9)
+def test_finer_spacing_keeps_the_field_of_view_and_runs_the_cascade(loaded):
+    fast = {k: v for k, v in FAST.items() if k != "shape"}
+    native = loaded(REPORT, seed=2, **fast)
+    result = loaded(REPORT, spacing=10.0, seed=2, **fast)
+    volume = result.volume
+    assert volume.shape == (32, 32, 32) and volume.spacing == pytest.approx((10.0,) * 3)
+    np.testing.assert_allclose(volume.world_coordinates([15.5, 15.5, 15.5]), 0.0, atol=1e-9)  # same centre
+    assert np.array(volume.shape) * np.array(volume.spacing) == pytest.approx([320.0] * 3)  # same FOV
+    grid = result.provenance["grid"]
+    assert grid["native_shape"] == [8, 8, 8] and grid["fov_mm"] == [320.0] * 3 and len(grid["stages"]) == 3
+    assert result.provenance["shape"] == [32, 32, 32] and result.provenance["spacing"] == [10.0] * 3
+    # two trilinear stages of the native render: the mean HU is kept, the latent is the native one
+    assert abs(volume.array.mean() - native.volume.array.mean()) < 5.0
+    torch.testing.assert_close(result.latent, native.latent)
+    assert loaded(REPORT, shape=(16, 16, 16), seed=2, **{k: v for k, v in fast.items()}).volume.shape == (16,) * 3
 
 
 # ------------------------------------------------------------------------------------- bad inputs
@@ -271,13 +283,20 @@ BAD_CALLS = [
     ({"num_inference_steps": 2.5}, "num_inference_steps"),
     ({"num_inference_steps": True}, "num_inference_steps"),
     ({"num_inference_steps": 5000}, "at most 1000"),
-    ({"shape": (15, 16, 16)}, "divisible"),
+    ({"shape": (15, 16, 16)}, "anisotropic"),
+    ({"shape": (12, 12, 12)}, "not reachable"),
+    ({"shape": (4, 4, 4)}, "below the model's native grid"),
+    ({"shape": (128, 128, 128)}, "not reachable"),
     ({"shape": (0, 16, 16)}, "positive"),
     ({"shape": (16, 16)}, "three"),
     ({"shape": (16.0, 16, 16)}, "three"),
     ({"spacing": 0}, "spacing"),
     ({"spacing": (1.0, 2.0)}, "spacing"),
     ({"spacing": (1.0, float("nan"), 1.0)}, "spacing"),
+    ({"spacing": 30.0}, "whole voxels"),
+    ({"fov": 400.0}, "field of view"),
+    ({"fov": 320.0, "shape": (16,) * 3, "spacing": 20.0}, "at most two"),
+    ({"shape": (16,) * 3, "spacing": 10.0}, "covers"),
     ({"guidance_scale": float("nan")}, "guidance_scale"),
     ({"density_guidance_scale": -1.0}, "density_guidance_scale"),
     ({"seed": -1}, "seed"),

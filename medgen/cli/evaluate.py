@@ -2,6 +2,7 @@
 
     medgen evaluate --model runs/phantom-64/pipeline --out evaluation/results/phantom-64
     medgen evaluate --out evaluation/results/smoke --quick      # the embedded model, tiny sizes
+    medgen evaluate --utility --model runs/phantom-64-layout/pipeline --out evaluation/utility   # downstream
 
 Writes OUT/results.json (every figure), OUT/summary.md and OUT/*.png; see evaluation/README.md.
 """
@@ -36,6 +37,13 @@ def register(subparsers) -> None:
                    help="real phantoms that train the alignment model (default 200; quick: 8)")
     p.add_argument("--reader-only", action="store_true",
                    help="run only the report-reader section (learned reader vs rule parser, time per report)")
+    p.add_argument("--utility", action="store_true",
+                   help="downstream utility benchmark: a lesion segmenter trained on real, real + generated "
+                        "(--model, layout-grounded), generated only, and real + text-only (--ablation) volumes")
+    p.add_argument("--ablation", metavar="DIR", type=Path,
+                   help="--utility: the text-only ablation model (default: the embedded model)")
+    p.add_argument("--cache", metavar="DIR", type=Path, default=Path("runs/utility-cache"),
+                   help="--utility: cache of generated volumes (by model sha256 + report + seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
     p.set_defaults(func=run)
 
@@ -47,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from medgen.pipelines.validation import check_device
 
     device = check_device(args.device)
+    if args.utility:
+        return run_utility_benchmark(args, device)
     if args.manifest is not None and not args.manifest.is_file():
         raise FileNotFoundError(f"--manifest {args.manifest}: no such file")
     for name in ("n_reports", "n_calibration", "alignment_subjects"):
@@ -71,4 +81,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluated {meta['model_name']} ({meta['n_generated_total']} volumes, {meta['elapsed_s']:.0f} s): "
           f"{args.out / 'summary.md'}")
     print(json.dumps({"speed_s_per_volume": results["speed"]["seconds_per_volume"]}))
+    return 0
+
+
+def run_utility_benchmark(args, device) -> int:
+    import sys
+
+    from medgen.evaluation.utility import QUICK, UtilitySettings, plot_utility, run_utility, utility_markdown
+    from medgen.pipelines import ReportToVolumePipeline
+    from medgen.pipelines.default_model import resolve_model_path
+
+    if args.model is None:
+        raise ValueError("--utility needs --model DIR: a layout-grounded pipeline (arms b and c)")
+    layout_pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.model), device=device)
+    ablation_pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.ablation), device=device)
+    settings = QUICK if args.quick else UtilitySettings()
+    if args.seeds:
+        settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
+    results = run_utility(args.out, layout_pipe=layout_pipe, ablation_pipe=ablation_pipe, settings=settings,
+                          cache_dir=args.cache, progress=True)
+    command = "medgen " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("medgen") else "medgen evaluate --utility"
+    (args.out / "summary.md").write_text(utility_markdown(results, command), encoding="utf-8")
+    plot_utility(results, args.out / "utility.png")
+    print(f"utility benchmark: {args.out / 'summary.md'}")
+    print(json.dumps({k: v["pass"] for k, v in results["bars"].items()}))
     return 0

@@ -66,7 +66,13 @@ def register(subparsers) -> None:
     p.add_argument("--density-guidance", type=float, metavar="W", help="density guidance weight (default: the model's; 1 = off)")
     p.add_argument("--model", metavar="DIR", type=Path,
                    help="pipeline folder (ReportToVolumePipeline.save_pretrained); default: the embedded model")
-    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels (default: the model's)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="output voxels over the model's field of view (spacing = FOV / shape): its native grid (the "
+                        "default) or 2, 4, 8 times it through the resolution cascade")
+    p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
+                   help="output spacing in mm (one value or three), instead of --shape (shape = FOV / spacing)")
+    p.add_argument("--fov", type=float, nargs="+", metavar="MM",
+                   help="field of view in mm (one value or three); must be the model's, checked before any work")
     p.add_argument("--dicom-out", metavar="DIR", type=Path,
                    help="also write a DICOM series here (batch: DIR/<id>/)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         plan_outputs(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview, overwrite=args.overwrite)
     device = check_device(args.device)
     model_dir = resolve_model_path(args.model)
+    _check_grid_request(model_dir, args)  # from model_index.json alone: before any weights are loaded
 
     # 2. Load the model and check the model-dependent inputs (shape, steps) before generating.
     from medgen.pipelines.layout_stage import LayoutWarning
@@ -112,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
     options = dict(
         shape=tuple(args.shape) if args.shape else None,
+        spacing=_one_or_three(args.spacing, "--spacing"),
+        fov=_one_or_three(args.fov, "--fov"),
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         density_guidance_scale=args.density_guidance,
@@ -139,6 +148,29 @@ def run(args: argparse.Namespace) -> int:
     if batch:
         print(f"wrote {len(jobs)} volume(s) to {args.out_dir}")
     return 0
+
+
+def _check_grid_request(model_dir: Path, args) -> None:
+    """Refuse a shape / spacing / FOV the model cannot honour from its model_index.json (no weights read)."""
+    from medgen.pipelines.storage import INDEX_NAME, read_json
+    from medgen.pipelines.text_to_volume import CONFIG_DEFAULTS
+    from medgen.refine import plan_grid
+
+    index = model_dir / INDEX_NAME
+    config = read_json(index).get("config") or {} if index.is_file() else {}
+    if not isinstance(config, dict):
+        return  # a corrupt index is reported by the loader with its file name
+    plan_grid(config.get("shape", CONFIG_DEFAULTS["shape"]), config.get("spacing", CONFIG_DEFAULTS["spacing"]),
+              shape=tuple(args.shape) if args.shape else None, spacing=_one_or_three(args.spacing, "--spacing"),
+              fov=_one_or_three(args.fov, "--fov"))
+
+
+def _one_or_three(values, flag: str):
+    if values is None:
+        return None
+    if len(values) not in (1, 3):
+        raise ValueError(f"{flag} takes one value or three (X Y Z), got {len(values)}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _read_findings(path: Path):

@@ -5,6 +5,7 @@
     medgen train ldm --config configs/phantom-64.yaml [--resume]
     medgen train all --config configs/phantom-64.yaml [--resume]
     medgen train reader --out runs/reader [--encoder DIR] [--steps N] [--n-train N] [--seed S]
+    medgen train refiner --out runs/refiner [--stages 3] [--steps N] [--n-patches N] [--model DIR]
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m medgen.cli.main train ldm --config ...`` (DDP; rank 0 writes).
 Outputs go under the config's ``output_dir``: ``autoencoder/``, ``latents/``, ``pipeline/``,
@@ -38,6 +39,46 @@ def register(subparsers) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=run)
     _register_reader(sub)
+    _register_refiner(sub)
+
+
+def _register_refiner(sub) -> None:
+    p = sub.add_parser("refiner", help="train the learned x2 resolution-cascade stages on fine phantom patches")
+    p.add_argument("--out", type=Path, required=True, help="output refiner folder (stage_1/, stage_2/, ...)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="pipeline folder whose native spacing stage 1 starts from (default: the embedded model)")
+    p.add_argument("--stages", type=int, default=3, help="x2 stages to train (1-3)")
+    p.add_argument("--steps", type=int, default=1200, help="optimisation steps per stage")
+    p.add_argument("--n-patches", type=int, default=600, help="training patches per stage")
+    p.add_argument("--patch", type=int, default=32, help="patch size in fine voxels")
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--blocks", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_refiner)
+
+
+def run_refiner(args) -> int:
+    from medgen.io.atomic import check_output_path
+    from medgen.pipelines.default_model import resolve_model_path
+    from medgen.pipelines.storage import INDEX_NAME, read_json
+    from medgen.training.refiner import RefinerTrainConfig, train_refiner
+
+    check_output_path(args.out, overwrite=True)
+    spacing = read_json(resolve_model_path(args.model) / INDEX_NAME).get("config", {}).get("spacing", [5.0])
+    if len(set(spacing)) != 1:
+        raise ValueError(f"the refiner is trained for isotropic native spacing; the model's is {spacing}")
+    config = RefinerTrainConfig(out=str(args.out), native_spacing=float(spacing[0]), stages=args.stages,
+                                steps=args.steps, n_patches=args.n_patches, patch=args.patch,
+                                channels=args.channels, blocks=args.blocks, seed=args.seed)
+    summary = train_refiner(config, progress=not args.quiet)
+    for stage in summary["stages"]:
+        v = stage["validation"]
+        print(f"stage {stage['stage']} ({stage['spacing_mm']:g} mm): MAE {v['mae_hu']['refiner']:.1f} HU vs "
+              f"trilinear {v['mae_hu']['trilinear']:.1f}; edges {v['edge_mae_hu']['refiner']:.1f} vs "
+              f"{v['edge_mae_hu']['trilinear']:.1f}")
+    print(f"refiner: {args.out} ({summary['train_seconds']:.0f} s)")
+    return 0
 
 
 def _register_reader(sub) -> None:

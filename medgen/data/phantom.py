@@ -110,13 +110,15 @@ def anatomy_of_seed(seed: int) -> dict:
 
 
 def make_phantom(findings: Findings | None = None, *, shape=64, spacing=5.0, seed: int = 0,
-                 anatomy: dict | None = None) -> PhantomCase:
+                 anatomy: dict | None = None, center_mm=None) -> PhantomCase:
     """Build one phantom chest CT; see `make_phantom_with_tissues` (this drops the tissue map)."""
-    return make_phantom_with_tissues(findings, shape=shape, spacing=spacing, seed=seed, anatomy=anatomy)[0]
+    return make_phantom_with_tissues(findings, shape=shape, spacing=spacing, seed=seed, anatomy=anatomy,
+                                     center_mm=center_mm)[0]
 
 
 def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spacing=5.0,
-                              seed: int = 0, anatomy: dict | None = None) -> tuple[PhantomCase, np.ndarray]:
+                              seed: int = 0, anatomy: dict | None = None,
+                              center_mm=None) -> tuple[PhantomCase, np.ndarray]:
     """Build one phantom; also returns the uint8 tissue map (values of `TISSUES`) used by tests and tables.
 
     Args:
@@ -126,6 +128,9 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
         seed: non-negative int; same arguments give identical arrays.
         anatomy: anatomy parameters (`sample_anatomy` output, e.g. another subject's ``subject["anatomy"]``)
             to use instead of the ones drawn from `seed`; every other draw is unchanged.
+        center_mm: world (RAS mm) centre of the grid (default: the origin). The phantom is defined in mm, so
+            a small grid off the centre is a patch of the same subject (refiner training builds such patches
+            at fine spacing without the whole fine volume).
     """
     # 1. Check inputs, split the seed into independent streams
     shape, spacing = _check_grid(shape, spacing)
@@ -135,6 +140,8 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
     r_findings, r_anatomy, r_trees, r_texture, r_lesions, r_noise = streams
     findings = sample_findings(r_findings) if findings is None else Findings.from_dict(findings.to_dict())
     affine = make_affine(shape, spacing)
+    if center_mm is not None:
+        affine[:3, 3] += np.asarray(center_mm, dtype=float).reshape(3)
     grid = Grid.from_affine(shape, affine)
 
     # 2. Subject: anatomy, tissue HU, vessel and airway trees, textures (independent of the findings)
@@ -203,7 +210,8 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
     image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     if emph is not None:
         lung = np.isin(labels, LOBE_VALUES)
-        subject["emphysema"]["laa950_percent"] = round(float((image[lung] < -950).mean() * 100), 2)
+        laa = float((image[lung] < -950).mean() * 100) if lung.any() else 0.0  # a patch may hold no lung
+        subject["emphysema"]["laa950_percent"] = round(laa, 2)
     meta = {"phantom_seed": int(seed), "synthetic": True}
     case = PhantomCase(Volume(image, affine, dict(meta)), Volume(labels, affine.copy(), dict(meta)), findings, subject,
                        lesion_id)

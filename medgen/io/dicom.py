@@ -23,7 +23,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SegmentationStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
 from medgen.errors import InputFileError
@@ -199,13 +199,15 @@ def _series_files(path) -> list[Path]:
     return files
 
 
-def _read_slice(path: Path) -> tuple[_Slice, Dataset]:
+def _read_slice(path: Path) -> tuple[_Slice | None, Dataset]:
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM preamble)") from None
     except (EOFError, OSError, ValueError, KeyError, struct.error) as err:
         raise InputFileError(path, f"truncated or corrupt DICOM file ({err})") from None
+    if ds.get("SOPClassUID") == SegmentationStorage:
+        return None, ds  # a SEG beside the CT slices (medgen writes one with a label map): not a slice
     if "PixelData" not in ds:
         raise InputFileError(path, "DICOM file has no pixel data (truncated, or not an image slice)")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
@@ -301,9 +303,13 @@ def read_dicom_series(path) -> Volume:
     slices, first_ds = [], None
     for f in _series_files(path):
         record, ds = _read_slice(f)
+        if record is None:
+            continue
         slices.append(record)
         if first_ds is None:
             first_ds = ds  # kept for series-level tags; later datasets are dropped to save memory
+    if not slices:
+        raise InputFileError(path, "no CT image slices (only segmentations)")
     _check_consistent(slices)
     iop = slices[0].orientation
     row_dir, col_dir = iop[:3], iop[3:]

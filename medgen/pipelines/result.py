@@ -14,6 +14,7 @@ import numpy as np
 from medgen.errors import MedgenError
 from medgen.io.atomic import check_output_path
 from medgen.io.dicom import write_dicom_series
+from medgen.io.dicom_seg import SEG_NAME, write_dicom_seg
 from medgen.io.nifti import is_nifti_path, save_nifti
 from medgen.io.sidecar import FOLDER_SIDECAR_NAME, sidecar_path
 from medgen.preview.render import render_orthogonal
@@ -148,9 +149,12 @@ class GenerationResult:
                 render_orthogonal(self.volume, files["preview"], window=LUNG_WINDOW, title=self._title())
             if "dicom" in outputs:
                 files["dicom"] = staged(outputs["dicom"])
-                write_dicom_series(
+                slices = write_dicom_series(
                     self.volume, files["dicom"], series_description=self._descrip(), provenance=self.provenance
                 )
+                if self.labels is not None:  # the label map as a SEG referencing those slices
+                    table = (self.provenance.get("layout") or {}).get("label_table") or {}
+                    write_dicom_seg(self.labels, slices, files["dicom"] / SEG_NAME, table)
             _commit([(files[key], outputs[key]) for key in outputs])
         except BaseException:
             for stage in stages.values():

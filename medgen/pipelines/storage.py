@@ -78,9 +78,22 @@ def reader_folders(path: Path) -> list[Path]:
     return [reader, reader / "encoder"] if reader.is_dir() else []
 
 
+def refiner_folders(path: Path) -> list[Path]:
+    """The learned refiner's stage folders (``refiner/stage_<k>``); [] when the pipeline has none."""
+    from medgen.refine.model import stage_folders
+
+    return stage_folders(path / "refiner")
+
+
 def load_optional_components(path: Path):
-    """(ReportReader or None, AnatomyBank or None) of a pipeline folder (``reader/``, ``anatomy_bank/``)."""
+    """(ReportReader or None, AnatomyBank or None, [LearnedStage]) of a pipeline folder (``reader/``,
+    ``anatomy_bank/``, ``refiner/``)."""
     reader = bank = None
+    refiner = []
+    if refiner_folders(path):
+        from medgen.refine.model import load_refiner
+
+        refiner = load_refiner(path / "refiner")
     if (path / "anatomy_bank").is_dir():
         from medgen.layout import AnatomyBank
 
@@ -90,21 +103,24 @@ def load_optional_components(path: Path):
 
         with quiet_transformers():
             reader = ReportReader.from_pretrained(path / "reader").float()
-    return reader, bank
+    return reader, bank, refiner
 
 
-def save_optional_components(path: Path, reader, bank) -> None:
-    """Write the reader and the anatomy bank (those that are not None) into a pipeline folder."""
+def save_optional_components(path: Path, reader, bank, refiner=()) -> None:
+    """Write the reader, the anatomy bank and the refiner stages (those given) into a pipeline folder."""
     if reader is not None:
         reader.save_pretrained(path / "reader")
     if bank is not None:
         bank.save(path / "anatomy_bank")
+    for k, stage in enumerate(refiner or (), start=1):
+        stage.save(path / "refiner" / f"stage_{k}")
 
 
 def weight_folders(path: Path) -> list[Path]:
     """Folders of the pipeline that must hold safetensors weights."""
     bank = [path / "anatomy_bank"] if (path / "anatomy_bank").is_dir() else []
-    return [*text_encoder_folders(path), path / "autoencoder", path / "unet", *reader_folders(path), *bank]
+    return [*text_encoder_folders(path), path / "autoencoder", path / "unet", *reader_folders(path), *bank,
+            *refiner_folders(path)]
 
 
 def check_safetensors_only(folder: Path) -> None:

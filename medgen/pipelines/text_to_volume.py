@@ -29,6 +29,8 @@ from medgen.models.autoencoder import decode_latents
 from medgen.pipelines import layout_stage, storage
 from medgen.pipelines import validation as check
 from medgen.pipelines.result import GenerationResult
+from medgen.refine import GridPlan, plan_grid
+from medgen.refine.cascade import refine_batch, upsample_label_volume
 from medgen.volume import Volume, intensity_to_hu, make_affine
 
 DEFAULT_SEED = 0
@@ -51,7 +53,7 @@ class GenerationRequest:
 
     reports: list[str]
     densities: list[float | None] | None
-    shape: tuple[int, int, int]
+    shape: tuple[int, int, int]  # the native grid the model renders at
     spacing: tuple[float, float, float]
     num_inference_steps: int
     guidance: Guidance
@@ -59,6 +61,7 @@ class GenerationRequest:
     seed_source: str  # "seed" or "generator"
     findings: object = None  # Findings given instead of read (single report)
     layout: Volume | None = None  # the user's label map (single report)
+    grid: GridPlan | None = None  # native grid -> output grid (the resolution cascade)
 
 
 class ReportToVolumePipeline:
@@ -75,7 +78,8 @@ class ReportToVolumePipeline:
     The networks are switched to eval mode: build the pipeline after training, not during it.
     """
 
-    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict, reader=None, anatomy_bank=None):
+    def __init__(self, text_encoder, autoencoder, unet, scheduler, *, config: dict, reader=None, anatomy_bank=None,
+                 refiner=None):
         if "autoencoder" not in config:
             raise ValueError("`config` must hold the autoencoder's constructor kwargs under 'autoencoder'")
         self.text_encoder = text_encoder
@@ -84,6 +88,7 @@ class ReportToVolumePipeline:
         self.scheduler = scheduler
         self.reader = reader  # optional ReportReader: report -> Findings, recorded with every volume
         self.anatomy_bank = anatomy_bank  # optional AnatomyBank (layout models): anatomy by report embedding
+        self.refiner = list(refiner or [])  # learned x2 stages (`medgen.refine.LearnedStage`), stage 1 first
         self.config = copy.deepcopy({**CONFIG_DEFAULTS, **config})
         if "scheduler" not in self.config:
             if not hasattr(scheduler, "medgen_config"):
@@ -149,7 +154,7 @@ class ReportToVolumePipeline:
                 storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
             (tmp / "scheduler").mkdir()
             storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, self.config["scheduler"])
-            storage.save_optional_components(tmp, self.reader, self.anatomy_bank)
+            storage.save_optional_components(tmp, self.reader, self.anatomy_bank, self.refiner)
             if dtype is not None:
                 for folder in (*storage.text_encoder_folders(tmp), *storage.reader_folders(tmp)):
                     storage.cast_safetensors(folder, dtype)
@@ -205,9 +210,10 @@ class ReportToVolumePipeline:
         storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
         storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
         scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
-        reader, bank = storage.load_optional_components(path)
+        reader, bank, refiner = storage.load_optional_components(path)
         try:
-            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader, anatomy_bank=bank)
+            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader, anatomy_bank=bank,
+                       refiner=refiner)
         except ValueError as err:
             raise InputFileError(path / storage.INDEX_NAME, str(err)) from None
         pipe.model_path, pipe.weights_sha256 = path, checksums
@@ -224,6 +230,7 @@ class ReportToVolumePipeline:
         density=None,
         shape=None,
         spacing=None,
+        fov=None,
         num_inference_steps=None,
         guidance_scale=None,
         density_guidance_scale=None,
@@ -240,8 +247,10 @@ class ReportToVolumePipeline:
             layout: the user's label map (a `Volume` or NIfTI path on the output grid, values of
                 `medgen.layout.label_table`) to render instead of a generated layout (mask-to-CT).
             density: lesion density in [0, 1], None (implied by the report), or one value/None per report.
-            shape: (X, Y, Z) voxels, each divisible by the latent factor (default: ``config["shape"]``).
-            spacing: mm, one value or (sx, sy, sz) (default: ``config["spacing"]``).
+            shape: output (X, Y, Z) voxels over the model's field of view: its native grid (``config["shape"]``,
+                the default) times 2, 4 or 8 runs the resolution cascade; spacing = FOV / shape.
+            spacing: output mm, one value or (sx, sy, sz); the alternative to `shape` (shape = FOV / spacing).
+            fov: field of view in mm; must be the model's (``config["shape"] * config["spacing"]``).
             num_inference_steps: sampler steps (default: ``config["num_inference_steps"]``).
             guidance_scale: text guidance weight w_t (1 = conditional only; default from the config).
             density_guidance_scale: density guidance weight w_d (1 = off; used only with a density).
@@ -255,7 +264,7 @@ class ReportToVolumePipeline:
         started = time.perf_counter()
         # 1. Check inputs
         request = self.check_inputs(
-            report, density=density, shape=shape, spacing=spacing, num_inference_steps=num_inference_steps,
+            report, density=density, shape=shape, spacing=spacing, fov=fov, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, density_guidance_scale=density_guidance_scale, seed=seed,
             generator=generator, findings=findings, layout=layout,
         )
@@ -272,17 +281,26 @@ class ReportToVolumePipeline:
                                pooled_layout)
         # 6. Decode
         hu = self.decode(latents, full_layout)
-        # 7. Wrap
+        # 7. Refine to the output grid (x2 per stage, slab by slab)
+        hu, stage_names = refine_batch(hu, request.grid.stages, request.spacing, stages=self.cascade_stages(
+            request.grid.stages), progress=progress)
+        # 8. Wrap
         results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings,
-                            layouts=layouts)
+                            layouts=layouts, stage_names=stage_names)
         return results if isinstance(report, (list, tuple)) else results[0]
+
+    def cascade_stages(self, n: int) -> list:
+        """The `n` x2 stages to run: the learned refiner's where it has them, trilinear beyond."""
+        from medgen.refine import TrilinearStage
+
+        return [self.refiner[k] if k < len(self.refiner) else TrilinearStage() for k in range(n)]
 
     @property
     def layout_grounded(self) -> bool:
         """True when the model renders from a layout (its UNet joins layout channels)."""
         return bool(getattr(self.unet, "layout_channels", 0))
 
-    def check_inputs(self, report, *, density=None, shape=None, spacing=None, num_inference_steps=None,
+    def check_inputs(self, report, *, density=None, shape=None, spacing=None, fov=None, num_inference_steps=None,
                      guidance_scale=None, density_guidance_scale=None, seed=None,
                      generator=None, findings=None, layout=None) -> GenerationRequest:
         """Validate every argument of `__call__` (defaults filled in from the config)."""
@@ -295,11 +313,15 @@ class ReportToVolumePipeline:
             raise ValueError("pass either `seed` or `generator`, not both")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
+        grid = plan_grid(self.config["shape"], self.config["spacing"], shape=shape, spacing=spacing, fov=fov)
+        if layout is not None and grid.stages:
+            raise ValueError(f"a label map given as `layout` is rendered on the model's native grid "
+                             f"{'x'.join(map(str, grid.native_shape))}: generate at that shape, not {grid.shape}")
         request = GenerationRequest(
             reports=reports,
             densities=check.check_densities(density, len(reports)),
-            shape=check.check_shape(self.config["shape"] if shape is None else shape, self.latent_factor),
-            spacing=check.check_spacing(self.config["spacing"] if spacing is None else spacing),
+            shape=check.check_shape(grid.native_shape, self.latent_factor),
+            spacing=grid.native_spacing,
             num_inference_steps=check.check_positive_int(
                 self.config["num_inference_steps"] if num_inference_steps is None else num_inference_steps,
                 "num_inference_steps", maximum=int(self.scheduler.num_train_timesteps),
@@ -317,6 +339,7 @@ class ReportToVolumePipeline:
             seed_source="generator" if generator is not None else "seed",
             findings=findings,
             layout=layout,
+            grid=grid,
         )
         layout_stage.check_layout_shape(self, request.shape)
         return request
@@ -370,9 +393,11 @@ class ReportToVolumePipeline:
         return intensity_to_hu(image[:, 0].float()).cpu().numpy().astype(np.float32)
 
     def wrap(self, request: GenerationRequest, hu: np.ndarray, latents: torch.Tensor, *, elapsed_s: float,
-             readings=(), layouts=()):
-        """One `GenerationResult` per report: Volume (RAS+, centred on the origin) + latent + provenance."""
-        affine = make_affine(request.shape, request.spacing)
+             readings=(), layouts=(), stage_names=()):
+        """One `GenerationResult` per report on the output grid: Volume (RAS+, centred on the origin) + label
+        map + latent + provenance."""
+        grid = request.grid
+        affine = make_affine(grid.shape, grid.spacing)
         has_density = request.densities is not None
         results = []
         for i, report in enumerate(request.reports):
@@ -387,8 +412,9 @@ class ReportToVolumePipeline:
                 guidance_scale=request.guidance.text,
                 density_guidance_scale=request.guidance.density if has_density else None,
                 scheduler=self.config["scheduler"].get("name"),
-                shape=list(request.shape),
-                spacing=list(request.spacing),
+                shape=list(grid.shape),
+                spacing=list(grid.spacing),
+                grid=grid.record(list(stage_names)),
                 model_id=self.config["name"],
                 model_path=str(self.model_path) if self.model_path is not None else None,
                 model_sha256=storage.combined_checksum(self.weights_sha256) if self.weights_sha256 else None,
@@ -399,7 +425,7 @@ class ReportToVolumePipeline:
                 **layout_stage.reading_record(readings[i] if readings else None, layouts[i] if layouts else None),
             )
             volume = Volume(hu[i], affine.copy(), record)
-            labels = layouts[i].labels if layouts else None
+            labels = upsample_label_volume(layouts[i].labels, grid.factor, affine) if layouts else None
             findings = layouts[i].findings if layouts else (readings[i].findings if readings else None)
             results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record,
                                             labels=labels, findings=findings))

@@ -7,11 +7,15 @@ English text with no finding at all, so that the reader learns to tag nothing th
 
 Training reports are also perturbed (`augment`): sentences about other organs that carry sizes, nodules
 and effusions the reader must NOT take (thyroid nodule, lymph node, pericardial effusion), dictation in
-lower case, line breaks folded into spaces.
+lower case, line breaks folded into spaces, and (English) words the writer never uses: untagged words swapped
+for, or joined by, words from a general English pool (standard-library docstrings), so the reader learns to
+take a finding from its tagged words and their grammar rather than from a template's filler. Cue words that
+change a tag (negation, hedging, comparison) are never swapped.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -72,9 +76,41 @@ OTHER_ORGANS = {
 }
 
 
+# Untagged English words that decide a tag (negation, hedging, comparison): never swapped by `augment`.
+CUE_WORDS = frozenset("""no not nor without negative absent free clear clears cleared resolved resolution none nil
+possible possibly probable probably suspected suspicious suspect questionable likely unlikely cannot excluded
+exclude equivocal may might could new unchanged stable previously prior removed normal unremarkable or
+correction sorry rather instead meant read should versus vs""".split())
+
+
+def _swap_filler(text: str, spans: list[Span], rng: np.random.Generator, pool: list[str], p_swap: float,
+                 n_insert: int) -> tuple[str, list[Span]]:
+    """Replace untagged non-cue words (prob `p_swap`) and insert `n_insert` pool words between untagged words."""
+    covered = np.zeros(len(text) + 1, dtype=bool)
+    for s in spans:
+        covered[s.start:s.end] = True
+    words = [m for m in re.finditer(r"[A-Za-z][A-Za-z-]{2,}", text)
+             if not covered[m.start():m.end()].any() and m.group().lower() not in CUE_WORDS]
+    edits = [(m.start(), m.end(), str(rng.choice(pool))) for m in words if rng.random() < p_swap]
+    gaps = [m.end() for m in re.finditer(r"[A-Za-z,]( )[A-Za-z]", text) if not covered[m.end() - 1]]
+    taken = {e[0] for e in edits}
+    for at in (rng.choice(gaps, size=min(n_insert, len(gaps)), replace=False) if gaps else ()):
+        if int(at) not in taken:
+            edits.append((int(at), int(at), str(rng.choice(pool)) + " "))
+    for start, end, new in sorted(edits, reverse=True):
+        shift = len(new) - (end - start)
+        text = text[:start] + new + text[end:]
+        spans = [Span(s.start + shift * (s.start >= end), s.end + shift * (s.start >= end), s.label) for s in spans]
+    return text, spans
+
+
 def augment(text: str, spans: tuple[Span, ...], language: str, rng: np.random.Generator):
-    """Insert other-organ sentences at sentence ends, fold line breaks, lower-case (spans follow)."""
+    """Insert other-organ sentences at sentence ends, swap/insert English filler words, fold line breaks,
+    lower-case (spans follow)."""
     spans = list(spans)
+    if language == "en" and rng.random() < 0.5:
+        text, spans = _swap_filler(text, spans, rng, _filler_words(), p_swap=float(rng.uniform(0.05, 0.25)),
+                                   n_insert=int(rng.integers(0, 4)))
     for _ in range(int(rng.choice(3, p=(0.5, 0.35, 0.15)))):
         n = int(rng.integers(4, 40))
         sentence = str(rng.choice(OTHER_ORGANS[language])).format(n=n, c=f"{n / 10:.1f}")
@@ -122,6 +158,14 @@ def make_examples(n: int, *, split: str, seed: int, languages=("en", "zh"), p_un
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _filler_words() -> list[str]:
+    """Lower-case English words of 3-12 letters from the unrelated paragraphs (no chest vocabulary)."""
+    words = {w.lower() for para in _unrelated_paragraphs() for w in re.findall(r"[A-Za-z]{3,12}", para)}
+    return sorted(words - CUE_WORDS)
+
+
+@functools.lru_cache(maxsize=1)
 def _unrelated_paragraphs() -> list[str]:
     """English paragraphs with no chest findings: docstrings of standard-library modules (always offline)."""
     import argparse

@@ -1,0 +1,374 @@
+"""Downstream utility benchmark: does adding generated volumes (with their label maps) to a small real training
+set make a lesion / effusion segmentation model better on held-out real data?
+
+Arms (same network, steps, augmentation and seeds; only the training data differ):
+  a  N real phantoms
+  b  the N real + 4N volumes of the layout-grounded model with their layout label maps
+  c  the 4N generated volumes alone
+  d  the N real + 4N volumes of the text-only ablation model, labelled from their reports' layouts only where
+     the finding analyzer confirms the finding (a lesion found near the laid-out one, an effusion on its side)
+Scored on held-out real phantoms of an untouched seed range: lesion Dice, lesion detection P/R/F1 by size
+band, effusion Dice (`medgen.evaluation.utility_metrics`). Generated volumes are drawn from reports of the
+training phrasing families with findings sampled like the phantoms', and cached by model sha256 + report +
+seed + grid (a rerun regenerates nothing); each finished training run is saved, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medgen.evaluation.utility_metrics import EFFUSION, LESION, score_volume, summarise_scores
+
+ARMS = {"a": "N real", "b": "N real + 4N layout-grounded", "c": "4N layout-grounded only",
+        "d": "N real + 4N text-only (analyzer-confirmed labels)"}
+
+
+@dataclass
+class UtilitySettings:
+    n_real: int = 40
+    synthetic_per_real: int = 4
+    n_test: int = 100
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 400
+    batch_size: int = 2
+    roi: int = 48
+    lr: float = 2e-3
+    init_filters: int = 8
+    shape: int = 64
+    spacing: float = 5.0
+    real_seed: int = 310_000  # subject seeds of the real training phantoms
+    test_seed: int = 770_000  # held-out real phantoms: a range no other part of medgen draws from
+    report_seed: int = 5_150
+
+
+QUICK = UtilitySettings(n_real=2, synthetic_per_real=1, n_test=2, seeds=(0,), steps=2, roi=16, shape=32,
+                        spacing=10.0)
+
+
+@dataclass
+class Sample:
+    """One training or test volume: HU (int16), class map (0/1/2) and, for real phantoms, lesion ids."""
+
+    hu: np.ndarray
+    target: np.ndarray
+    lesion_ids: np.ndarray | None = None
+    diameters: dict[int, float] = field(default_factory=dict)
+
+
+def real_sample(seed: int, settings: UtilitySettings) -> Sample:
+    from medgen.data.findings import LABELS
+    from medgen.data.phantom import make_phantom
+
+    case = make_phantom(None, shape=settings.shape, spacing=settings.spacing, seed=seed)
+    labels = np.asarray(case.labels.array)
+    target = np.where(labels == LABELS["lesion"], LESION, np.where(labels == LABELS["effusion"], EFFUSION, 0))
+    diameters = {i + 1: float(lesion.diameter_mm) for i, lesion in enumerate(case.findings.lesions)}
+    return Sample(np.asarray(case.image.array, np.int16), target.astype(np.uint8), case.lesion_ids, diameters)
+
+
+def training_reports(n: int, settings: UtilitySettings) -> list[tuple[str, object, int]]:
+    """(report, findings, seed) drawn like the training data: phantom findings, training phrasing families."""
+    from medgen.data.phantom import sample_findings
+    from medgen.data.reports import write_report
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([settings.report_seed, i])
+        findings = sample_findings(rng)
+        report = write_report(findings, language=("en", "zh")[i % 2], rng=rng, split="train")
+        out.append((report.text, findings, settings.report_seed + i))
+    return out
+
+
+class GeneratedSource:
+    """Volumes + class maps from a pipeline, cached on disk by model sha256 + report + seed + grid."""
+
+    def __init__(self, pipe, cache_dir, settings: UtilitySettings, *, confirm_with_analyzer: bool):
+        self.pipe, self.settings, self.confirm = pipe, settings, confirm_with_analyzer
+        self.model_sha = _model_sha(pipe)
+        self.cache_dir = Path(cache_dir) / self.model_sha[:16]
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.n_generated = 0
+
+    def sample(self, report: str, findings, seed: int) -> Sample:
+        key = hashlib.sha256(json.dumps([self.model_sha, report, seed, self.settings.shape, self.settings.spacing,
+                                         self.confirm]).encode()).hexdigest()[:24]
+        path = self.cache_dir / f"{key}.npz"
+        if path.is_file():
+            data = np.load(path)
+            return Sample(data["hu"], data["target"])
+        if self.pipe.layout_grounded:
+            result = self.pipe(report, findings=findings, seed=seed, progress=False)
+            target = _layout_target(np.asarray(result.labels.array))
+        else:
+            result = self.pipe(report, seed=seed, progress=False)
+            target = self._confirmed_target(result.volume, findings, seed)
+        self.n_generated += 1
+        hu = np.clip(np.rint(result.volume.array), -1024, 3071).astype(np.int16)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, hu=hu, target=target)
+        tmp.replace(path)
+        return Sample(hu, target)
+
+    def _confirmed_target(self, volume, findings, seed: int) -> np.ndarray:
+        """The report's layout, keeping only the findings the analyzer confirms in the generated volume."""
+        from medgen.evaluation.fidelity import layout_centroids
+        from medgen.layout import make_layout
+        from medgen.layout.labels import FIRST_LESION_LABEL
+        from medgen.metrics import analyze_volume
+
+        layout = make_layout(findings, shape=self.settings.shape, spacing=self.settings.spacing, seed=seed)
+        labels = np.asarray(layout.labels.array).copy()
+        analysis = analyze_volume(volume)
+        found = [np.asarray(les.center_mm) for les in analysis.lesions]
+        for i, centre in enumerate(layout_centroids(layout.labels)):
+            reach = max(15.0, 0.75 * findings.lesions[i].diameter_mm)
+            if not any(np.linalg.norm(f - np.asarray(centre)) <= reach for f in found):
+                labels[labels == FIRST_LESION_LABEL + i] = 0
+        effusion = findings.effusion
+        if effusion is not None and (analysis.effusion is None or
+                                     analysis.effusion.side not in (effusion.side, "bilateral")):
+            labels[labels == 9] = 0
+        return _layout_target(labels)
+
+
+def _layout_target(labels: np.ndarray) -> np.ndarray:
+    from medgen.data.findings import LABELS
+    from medgen.layout.labels import FIRST_LESION_LABEL
+
+    return np.where(labels >= FIRST_LESION_LABEL, LESION,
+                    np.where(labels == LABELS["effusion"], EFFUSION, 0)).astype(np.uint8)
+
+
+def _model_sha(pipe) -> str:
+    from medgen.pipelines import storage
+
+    if pipe.weights_sha256:
+        return storage.combined_checksum(pipe.weights_sha256)
+    return hashlib.sha256(repr(sorted(pipe.config.items())).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- segmentation
+
+def _transforms(settings: UtilitySettings, train: bool):
+    from monai.transforms import Compose, RandFlipd, RandSpatialCropd, ScaleIntensityRanged
+
+    steps = [ScaleIntensityRanged(keys="image", a_min=-1000, a_max=400, b_min=0.0, b_max=1.0, clip=True)]
+    if train:
+        steps += [RandSpatialCropd(keys=["image", "label"], roi_size=(settings.roi,) * 3, random_size=False),
+                  RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2)]
+    return Compose(steps)
+
+
+def _network(settings: UtilitySettings):
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=settings.init_filters,
+                     blocks_down=(1, 2, 2), blocks_up=(1, 1))
+
+
+def train_segmenter(samples: list[Sample], settings: UtilitySettings, seed: int, progress: bool = False):
+    """SegResNet + DiceCE on random crops of `samples`; returns the trained network (eval mode)."""
+    from monai.data import CacheDataset, DataLoader
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+
+    set_determinism(seed=seed)
+    data = [{"image": s.hu[None].astype(np.float32), "label": s.target[None].astype(np.int64)} for s in samples]
+    dataset = CacheDataset(data, transform=_transforms(settings, train=True), progress=False)
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=0,
+                        generator=torch.Generator().manual_seed(seed))
+    net = _network(settings)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    net.train()
+    batches = iter(loader)
+    for _ in tqdm(range(settings.steps), desc="segmenter", leave=False, disable=not progress, mininterval=5):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        loss = loss_fn(net(batch["image"]), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    set_determinism(seed=None)
+    return net.eval()
+
+
+def evaluate_segmenter(net, test: list[Sample], settings: UtilitySettings) -> dict:
+    from monai.inferers import sliding_window_inference
+
+    scale = _transforms(settings, train=False)
+    rows = []
+    with torch.no_grad():
+        for sample in test:
+            image = torch.as_tensor(scale({"image": sample.hu[None].astype(np.float32)})["image"])[None]
+            logits = sliding_window_inference(image, (settings.roi,) * 3, 2, net, overlap=0.25)
+            pred = logits.argmax(1)[0].numpy()
+            rows.append(score_volume(pred, sample.target, sample.lesion_ids, sample.diameters,
+                                     (settings.spacing,) * 3))
+    return summarise_scores(rows)
+
+
+def arm_training_sets(real: list[Sample], layout_samples: list[Sample], ablation_samples: list[Sample]) -> dict:
+    """Training data of every arm: one code path, only the lists differ."""
+    return {"a": list(real), "b": list(real) + list(layout_samples), "c": list(layout_samples),
+            "d": list(real) + list(ablation_samples)}
+
+
+def run_utility(out_dir, *, layout_pipe, ablation_pipe, settings: UtilitySettings | None = None,
+                cache_dir="runs/utility-cache", progress: bool = True) -> dict:
+    """Build the data, train every arm with every seed (resuming finished runs), write results + summary."""
+    import time
+
+    settings = settings or UtilitySettings()
+    if not layout_pipe.layout_grounded:
+        raise ValueError("arms b and c need a layout-grounded model (--model); the given one is text-only")
+    if ablation_pipe.layout_grounded:
+        raise ValueError("arm d is the text-only ablation: --ablation must be a text-only model")
+    started = time.time()
+    out_dir = Path(out_dir)
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    seeds = [settings.real_seed + i for i in range(settings.n_real)] + [settings.test_seed + i
+                                                                         for i in range(settings.n_test)]
+    phantoms = [real_sample(s, settings) for s in tqdm(seeds, desc="real phantoms", disable=not progress)]
+    real, test = phantoms[:settings.n_real], phantoms[settings.n_real:]
+    reports = training_reports(settings.n_real * settings.synthetic_per_real, settings)
+    generated = {}
+    for arm, pipe, confirm in (("layout", layout_pipe, False), ("ablation", ablation_pipe, True)):
+        source = GeneratedSource(pipe, cache_dir, settings, confirm_with_analyzer=confirm)
+        generated[arm] = [source.sample(*r) for r in tqdm(reports, desc=f"generate ({arm})", disable=not progress)]
+        generated[f"{arm}_newly_generated"] = source.n_generated
+    sets = arm_training_sets(real, generated["layout"], generated["ablation"])
+    runs = {}
+    for arm, samples in sets.items():
+        for seed in settings.seeds:
+            path = out_dir / "runs" / f"{arm}-seed{seed}.json"
+            if path.is_file():
+                runs[(arm, seed)] = json.loads(path.read_text())
+                continue
+            t0 = time.time()
+            scores = evaluate_segmenter(train_segmenter(samples, settings, seed, progress), test, settings)
+            scores.update(arm=arm, seed=seed, n_train=len(samples), train_eval_s=round(time.time() - t0, 1))
+            path.write_text(json.dumps(scores, indent=2) + "\n")
+            runs[(arm, seed)] = scores
+    results = {"settings": asdict(settings), "arms": aggregate_arms(runs, settings.seeds),
+               "labelled_fraction_ablation": _labelled_fraction(generated["ablation"]),
+               "newly_generated": {k: generated[f"{k}_newly_generated"] for k in ("layout", "ablation")},
+               "elapsed_s": round(time.time() - started, 1)}
+    results["bars"] = utility_bars(results["arms"])
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _labelled_fraction(samples: list[Sample]) -> float:
+    return float(np.mean([(s.target > 0).any() for s in samples])) if samples else 0.0
+
+
+def aggregate_arms(runs: dict, seeds) -> dict:
+    """Mean and spread (sample std over seeds) of every figure per arm; paired differences against arm a."""
+    def figures(scores):
+        out = {"lesion_dice": scores["lesion_dice"], "effusion_dice": scores["effusion_dice"]}
+        for band, d in scores["detection"].items():
+            out[f"f1_{band}"] = d["f1"]
+        return out
+
+    arms = {}
+    for arm in ARMS:
+        per_seed = [figures(runs[(arm, s)]) for s in seeds if (arm, s) in runs]
+        if not per_seed:
+            continue
+        arms[arm] = {"label": ARMS[arm], "n_seeds": len(per_seed), "per_seed": per_seed}
+        for key in per_seed[0]:
+            values = [f[key] for f in per_seed if f[key] is not None]
+            arms[arm][key] = {"mean": float(np.mean(values)) if values else None,
+                              "spread": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+        if arm != "a" and "a" in arms:
+            for key in ("lesion_dice", "f1_8-15mm"):
+                diffs = [f[key] - g[key] for f, g in zip(per_seed, arms["a"]["per_seed"], strict=False)
+                         if f[key] is not None and g[key] is not None]
+                arms[arm][f"{key}_minus_a"] = {"mean": float(np.mean(diffs)) if diffs else None,
+                                               "spread": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None}
+    return arms
+
+
+def utility_bars(arms: dict) -> dict:
+    """The issue's bars: (b) - (a) >= 3 Dice points and above its spread; (b) beats (a) in 8-15 mm F1;
+    (c) reaches 80 % of (a)'s Dice."""
+    def get(arm, key, part="mean"):
+        return (arms.get(arm, {}).get(key) or {}).get(part)
+
+    diff, spread = get("b", "lesion_dice_minus_a"), get("b", "lesion_dice_minus_a", "spread")
+    f1_diff, f1_spread = get("b", "f1_8-15mm_minus_a"), get("b", "f1_8-15mm_minus_a", "spread")
+    a_dice, c_dice = get("a", "lesion_dice"), get("c", "lesion_dice")
+    return {
+        "b_minus_a_dice_points": {"value": None if diff is None else 100 * diff, "target": ">= 3 and > spread",
+                                  "pass": diff is not None and diff >= 0.03 and spread is not None and diff > spread},
+        "b_minus_a_f1_8_15mm": {"value": f1_diff, "target": "> 0 and > spread",
+                                "pass": f1_diff is not None and f1_diff > 0 and f1_spread is not None
+                                and f1_diff > f1_spread},
+        "c_over_a_dice": {"value": None if not a_dice or c_dice is None else c_dice / a_dice, "target": ">= 0.8",
+                          "pass": bool(a_dice and c_dice is not None and c_dice / a_dice >= 0.8)},
+    }
+
+
+def utility_markdown(results: dict, command: str) -> str:
+    s = results["settings"]
+    lines = ["# Downstream utility: does generated data train a better lesion segmenter?", "",
+             f"Command: `{command}` ({results['elapsed_s'] / 60:.0f} min on this machine). MONAI SegResNet "
+             f"(init {s['init_filters']} filters), DiceCE, {s['steps']} steps of batch {s['batch_size']} random "
+             f"{s['roi']}³ crops, same in every arm; {s['n_real']} real phantoms (N), "
+             f"{s['n_real'] * s['synthetic_per_real']} generated volumes, tested on {s['n_test']} held-out real "
+             f"phantoms (subject seeds from {s['test_seed']}), {s['shape']}³ at {s['spacing']:g} mm; mean ± spread "
+             f"(std) over training seeds {list(s['seeds'])}.", "",
+             "| arm | training data | lesion Dice | effusion Dice | F1 8-15 mm | F1 15-30 mm | F1 > 30 mm |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for arm, row in results["arms"].items():
+        cells = [_pm(row.get(k)) for k in ("lesion_dice", "effusion_dice", "f1_8-15mm", "f1_15-30mm", "f1_>30mm")]
+        lines.append(f"| {arm} | {row['label']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Arm d keeps a generated finding's label only where the analyzer confirms it; "
+              f"{100 * results['labelled_fraction_ablation']:.0f} % of its volumes carry any label.", "",
+              "| bar | target | measured | pass |", "| --- | --- | --- | --- |"]
+    for name, bar in results["bars"].items():
+        value = "-" if bar["value"] is None else f"{bar['value']:.3f}"
+        lines.append(f"| {name} | {bar['target']} | {value} | {'yes' if bar['pass'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(cell) -> str:
+    if not cell or cell.get("mean") is None:
+        return "-"
+    spread = "" if cell.get("spread") is None else f" ± {cell['spread']:.3f}"
+    return f"{cell['mean']:.3f}{spread}"
+
+
+def plot_utility(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(results["arms"])
+    keys = ("lesion_dice", "effusion_dice", "f1_8-15mm")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        means = [(results["arms"][a].get(key) or {}).get("mean") or 0.0 for a in arms]
+        spreads = [(results["arms"][a].get(key) or {}).get("spread") or 0.0 for a in arms]
+        ax.bar(np.arange(len(arms)) + k * width, means, width, yerr=spreads, label=key, capsize=3)
+    ax.set_xticks(np.arange(len(arms)) + width * (len(keys) - 1) / 2, [f"({a})" for a in arms])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("segmenter on held-out real phantoms, by training arm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
