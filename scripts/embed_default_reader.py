@@ -30,7 +30,9 @@ def reader_card(summary: dict) -> str:
         f"| training data | {config['n_train']} reports written by the training phrasing families only (EN + ZH, "
         f"{config['p_unrelated']:.0%} unrelated English paragraphs) |",
         f"| training | {config['steps']} steps, batch {config['batch_size']}, AdamW lr {config['lr']:g}, "
-        f"{summary['train_seconds'] / 60:.1f} min on 2 CPU cores |",
+        f"token dropout {config.get('token_dropout', 0.0):g}, {summary['train_seconds'] / 60:.1f} min on 2 CPU cores |",
+        "| augmentation | other-organ sentences, lower case, folded lines; English filler words swapped for or "
+        "joined by general English words (never negation/hedging cues) |",
         f"| validation (training families, new seed) | all-correct {scores['all_correct']['accuracy']:.3f} |",
         "| held-out measurement | `medgen evaluate --reader-only` (README: Reading reports) |", "",
     ])

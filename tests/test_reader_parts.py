@@ -147,3 +147,38 @@ def test_a_lobeless_mention_and_a_later_size_complete_the_earlier_lesion():
     findings, warnings = assemble(text, decode_spans(text, _probs(len(words), tags), words))
     assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 12.0), ("left_lower", 41.0)]
     assert not warnings
+
+
+def _spans(text: str, *parts: tuple[str, str, str]):
+    """TaggedSpans for (words, group, value) found left to right in `text`."""
+    from medgen.reader.assemble import TaggedSpan
+
+    out, at = [], 0
+    for words, group, value in parts:
+        start = text.index(words, at)
+        out.append(TaggedSpan(group, value, start, start + len(words), words, 0.9))
+        at = start + len(words)
+    return out
+
+
+def test_a_sentence_with_lobe_and_size_but_no_lesion_word_is_a_lesion():
+    """v3 reader missed the noun in "LLL: 9 mm ground-glass nodule." and read a normal study (found in review)."""
+    text = "LLL: 9 mm ground-glass nodule."
+    findings, _ = assemble(text, _spans(text, ("LLL", "loc", "left_lower"), ("9 mm", "size", "+"),
+                                        ("ground-glass", "type", "ground-glass")))
+    assert [(x.lobe, x.diameter_mm, x.type) for x in findings.lesions] == [("left_lower", 9.0, "ground-glass")]
+
+
+def test_implicit_lesions_neither_split_a_described_lesion_nor_repeat_one():
+    text = "A nodule is seen. It lies in the RUL and measures 9 mm."
+    findings, _ = assemble(text, _spans(text, ("nodule", "les", "+"), ("RUL", "loc", "right_upper"),
+                                        ("9 mm", "size", "+")))
+    assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 9.0)]
+    text = "RUL nodule of 12 mm. Impression: RUL 12 mm."
+    findings, _ = assemble(text, _spans(text, ("RUL", "loc", "right_upper"), ("nodule", "les", "+"),
+                                        ("12 mm", "size", "+"), ("RUL", "loc", "right_upper"), ("12 mm", "size", "+")))
+    assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 12.0)]
+    text = "RUL nodule of 12 mm. LLL 30 mm."
+    findings, _ = assemble(text, _spans(text, ("RUL", "loc", "right_upper"), ("nodule", "les", "+"),
+                                        ("12 mm", "size", "+"), ("LLL", "loc", "left_lower"), ("30 mm", "size", "+")))
+    assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 12.0), ("left_lower", 30.0)]

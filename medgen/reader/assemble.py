@@ -5,7 +5,8 @@
    label with the highest mean probability over its tokens.
 2. Attachment: every attribute span (size, loc, type, margin / eside, egrade / xgrade, xdist) goes to the
    nearest anchor of its finding kind in the same sentence (a sentence ends at '.', '。' or a line end);
-   in a sentence without such an anchor, to the last anchor before it ("It measures 12 mm.").
+   in a sentence without such an anchor, to the last anchor before it ("It measures 12 mm."). A sentence
+   with a lobe and a size but no lesion word gets an implicit (restated) lesion anchor (`_implicit_lesions`).
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
    ones ('?') become `certainty="possible"`. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
    the earlier lesion of its lobe with the closest size (and type, when both are stated); so does a mention
@@ -99,8 +100,28 @@ def _sentence_ids(text: str) -> np.ndarray:
     return ids
 
 
+def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray) -> list[TaggedSpan]:
+    """Lesion anchors for sentences that name a lobe and a size but no lesion word ("LLL: 9 mm, ground-glass.",
+    a missed noun): such a sentence describes a lesion, unless it goes on about a lesion named earlier without
+    a lobe ("A nodule is seen. It lies in the RUL and measures 9 mm."). Marked restated ('^'), so one that
+    repeats an earlier lesion of its lobe and size merges into it."""
+    out = []
+    for where in sorted({int(sentence[s.start]) for s in spans}):
+        here = [s for s in spans if int(sentence[s.start]) == where]
+        locs, sizes = [s for s in here if s.group == "loc"], [s for s in here if s.group == "size"]
+        if not locs or not sizes or any(s.group == "les" for s in here):
+            continue
+        before = [s for s in spans if s.group == "les" and int(sentence[s.start]) < where]
+        if before and not any(s.group == "loc" and sentence[s.start] == sentence[before[-1].start] for s in spans):
+            continue
+        loc = locs[0]
+        out.append(TaggedSpan("les", "^", loc.start, loc.end, loc.text, 0.0))
+    return out
+
+
 def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
     sentence = _sentence_ids(text)
+    spans = sorted([*spans, *_implicit_lesions(spans, sentence)], key=lambda s: s.start)
     anchors = {kind: [_Anchor(s, int(sentence[s.start])) for s in spans if s.group == kind] for kind in ATTRIBUTES}
     for kind, groups in ATTRIBUTES.items():
         for span in (s for s in spans if s.group in groups):
