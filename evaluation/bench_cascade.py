@@ -40,8 +40,18 @@ def child(args) -> None:
     if args.model:
         argv += ["--model", str(args.model)]
     code = main(argv)
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
-    print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "peak_rss_gib": rss_gib}))
+    print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "peak_rss_gib": peak_rss_gib()}))
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a
+    child started by a large parent would report the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def measure_cost(sizes, model) -> list[dict]:
@@ -178,8 +188,8 @@ def main() -> None:
     stages = max(int(np.log2(max(args.sizes) / pipe.config["shape"][0])), 0)
     results = {"model": str(model), "hardware": f"{os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}",
                "stage_names": [s.name for s in pipe.cascade_stages(stages)]}
-    results["seams"] = measure_seams(pipe, stages)
     results["cost"] = measure_cost(args.sizes, args.model)
+    results["seams"] = measure_seams(pipe, stages)
     if args.fidelity:
         results["n_fidelity"] = args.fidelity
         results["fidelity"] = measure_fidelity(pipe, args.fidelity)
