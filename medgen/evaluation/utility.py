@@ -119,6 +119,7 @@ class GeneratedSource:
 
     def _confirmed_target(self, volume, findings, seed: int) -> np.ndarray:
         """The report's layout, keeping only the findings the analyzer confirms in the generated volume."""
+        from medgen.data.findings import LABELS
         from medgen.evaluation.fidelity import layout_centroids
         from medgen.layout import make_layout
         from medgen.layout.labels import FIRST_LESION_LABEL
@@ -135,7 +136,7 @@ class GeneratedSource:
         effusion = findings.effusion
         if effusion is not None and (analysis.effusion is None or
                                      analysis.effusion.side not in (effusion.side, "bilateral")):
-            labels[labels == 9] = 0
+            labels[labels == LABELS["effusion"]] = 0
         return _layout_target(labels)
 
 
@@ -243,11 +244,11 @@ def run_utility(out_dir, *, layout_pipe, ablation_pipe, settings: UtilitySetting
     phantoms = [real_sample(s, settings) for s in tqdm(seeds, desc="real phantoms", disable=not progress)]
     real, test = phantoms[:settings.n_real], phantoms[settings.n_real:]
     reports = training_reports(settings.n_real * settings.synthetic_per_real, settings)
-    generated = {}
+    generated, newly_generated = {}, {}
     for arm, pipe, confirm in (("layout", layout_pipe, False), ("ablation", ablation_pipe, True)):
         source = GeneratedSource(pipe, cache_dir, settings, confirm_with_analyzer=confirm)
         generated[arm] = [source.sample(*r) for r in tqdm(reports, desc=f"generate ({arm})", disable=not progress)]
-        generated[f"{arm}_newly_generated"] = source.n_generated
+        newly_generated[arm] = source.n_generated
     sets = arm_training_sets(real, generated["layout"], generated["ablation"])
     runs = {}
     for arm, samples in sets.items():
@@ -263,7 +264,7 @@ def run_utility(out_dir, *, layout_pipe, ablation_pipe, settings: UtilitySetting
             runs[(arm, seed)] = scores
     results = {"settings": asdict(settings), "arms": aggregate_arms(runs, settings.seeds),
                "labelled_fraction_ablation": _labelled_fraction(generated["ablation"]),
-               "newly_generated": {k: generated[f"{k}_newly_generated"] for k in ("layout", "ablation")},
+               "newly_generated": newly_generated,
                "elapsed_s": round(time.time() - started, 1)}
     results["bars"] = utility_bars(results["arms"])
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

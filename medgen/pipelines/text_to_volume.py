@@ -29,7 +29,7 @@ from medgen.models.autoencoder import decode_latents
 from medgen.pipelines import layout_stage, storage
 from medgen.pipelines import validation as check
 from medgen.pipelines.result import GenerationResult
-from medgen.refine import GridPlan, plan_grid
+from medgen.refine import GridPlan, TrilinearStage, plan_grid
 from medgen.refine.cascade import refine_batch, upsample_label_volume
 from medgen.volume import Volume, intensity_to_hu, make_affine
 
@@ -291,8 +291,6 @@ class ReportToVolumePipeline:
 
     def cascade_stages(self, n: int) -> list:
         """The `n` x2 stages to run: the learned refiner's where it has them, trilinear beyond."""
-        from medgen.refine import TrilinearStage
-
         return [self.refiner[k] if k < len(self.refiner) else TrilinearStage() for k in range(n)]
 
     @property
