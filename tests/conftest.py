@@ -44,3 +44,33 @@ def tiny_pipeline_dir(tiny_bert_dir, tmp_path_factory):
         for param in pipe.unet.condition_embedding.parameters():
             param.normal_(0.0, 0.5)
     return pipe.save_pretrained(tmp_path_factory.mktemp("tiny_pipeline") / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def tiny_layout_config():
+    """configs/tiny.yaml turned layout-grounded: SPADE autoencoder and a UNet joining the layout channels."""
+    from pathlib import Path
+
+    import yaml
+
+    from medgen.layout import N_CHANNELS
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())
+    config["autoencoder"].update(label_nc=N_CHANNELS, spade_intermediate_channels=8)
+    config["unet"]["layout_channels"] = N_CHANNELS
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_layout_model_dir(tiny_layout_config, tiny_bert_dir, tmp_path_factory):
+    """A saved, untrained layout-grounded pipeline (32^3 at 10 mm), built once per session."""
+    import copy
+
+    import torch
+
+    from medgen.pipelines.build import build_pipeline
+    from medgen.text import TextEncoder
+
+    torch.manual_seed(0)
+    pipe = build_pipeline(copy.deepcopy(tiny_layout_config), TextEncoder.from_pretrained(tiny_bert_dir))
+    return pipe.save_pretrained(tmp_path_factory.mktemp("layout_model") / "model")

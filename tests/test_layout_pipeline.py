@@ -4,12 +4,10 @@ pipeline's layout step and outputs (CT + label map + findings JSON), `--findings
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from medgen.cli.main import main as cli_main
 from medgen.layout import N_CHANNELS
@@ -19,15 +17,8 @@ FINDINGS = {"lesions": [{"lobe": "right_lower", "diameter_mm": 30.0, "type": "so
             "effusion": {"side": "left", "grade": "large"}}
 
 
-def _layout_config() -> dict:
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())
-    config["autoencoder"].update(label_nc=N_CHANNELS, spade_intermediate_channels=8)
-    config["unet"]["layout_channels"] = N_CHANNELS
-    return config
-
-
-def test_spade_autoencoder_needs_and_uses_the_layout():
-    ae = build_autoencoder(_layout_config()["autoencoder"])
+def test_spade_autoencoder_needs_and_uses_the_layout(tiny_layout_config):
+    ae = build_autoencoder(tiny_layout_config["autoencoder"])
     assert is_layout_aware(ae)
     x = torch.zeros(1, 1, 16, 16, 16)
     layout = torch.zeros(1, N_CHANNELS, 16, 16, 16)
@@ -45,10 +36,10 @@ def test_spade_autoencoder_needs_and_uses_the_layout():
         build_autoencoder({"label_nc": 3, "colour": 1})
 
 
-def test_unet_joins_layout_channels():
+def test_unet_joins_layout_channels(tiny_layout_config):
     from medgen.models import ConditionalUNet
 
-    unet_cfg = _layout_config()["unet"]
+    unet_cfg = tiny_layout_config["unet"]
     unet = ConditionalUNet(**unet_cfg, cross_attention_dim=8, pooled_dim=8)
     assert unet.config["layout_channels"] == N_CHANNELS and unet.config["in_channels"] == 4
     kwargs = dict(token_states=torch.zeros(1, 3, 8), attention_mask=torch.ones(1, 3), pooled=torch.zeros(1, 8),
@@ -65,13 +56,8 @@ def test_unet_joins_layout_channels():
 
 
 @pytest.fixture(scope="module")
-def layout_model_dir(tiny_bert_dir, tmp_path_factory):
-    from medgen.pipelines.build import build_pipeline
-    from medgen.text import TextEncoder
-
-    torch.manual_seed(0)
-    pipe = build_pipeline(_layout_config(), TextEncoder.from_pretrained(tiny_bert_dir))
-    return pipe.save_pretrained(tmp_path_factory.mktemp("layout_model") / "model")
+def layout_model_dir(tiny_layout_model_dir):
+    return tiny_layout_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,37 @@ import torch
 from tqdm.auto import tqdm
 
 from medgen.diffusion.guidance import Guidance, TextEncodingLike, active_branches, combine, expand_conditions
-from medgen.diffusion.schedulers import scheduler_kind
+from medgen.diffusion.schedulers import add_noise, scheduler_kind
 
-__all__ = ["sample_latents", "initial_noise"]
+__all__ = ["sample_latents", "initial_noise", "Inpaint"]
 
 log = logging.getLogger(__name__)
+
+
+
+class Inpaint(SimpleNamespace):
+    """Masked denoising (RePaint's known-region step without resampling): after every step, the latents
+    outside `mask` are replaced by `known` noised to the step's new noise level (clean after the last).
+
+    Args:
+        known: (B, C, *S) clean latents of the volume being edited (already scaled).
+        mask: (B or 1, 1, *S) float, 1 where the latent is regenerated, 0 where `known` is kept.
+        generator: CPU generator for the noise added to `known`.
+    """
+
+    def __init__(self, known: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None):
+        super().__init__(known=known, mask=mask, generator=generator)
+
+    def impose(self, scheduler, x: torch.Tensor, next_t) -> torch.Tensor:
+        """`x` with the known region put back at timestep `next_t` (None: the end of sampling)."""
+        known = self.known.to(x.device, x.dtype)
+        if next_t is not None:
+            noise = torch.randn(known.shape, generator=self.generator, dtype=torch.float32).to(x.device, x.dtype)
+            t = torch.as_tensor(next_t, device=x.device).reshape(1).expand(known.shape[0])
+            known = add_noise(scheduler, known, noise, t)
+        mask = self.mask.to(x.device, x.dtype)
+        return mask * x + (1.0 - mask) * known
+
 
 _SCHEDULE_TENSORS = ("betas", "alphas", "alphas_cumprod", "one", "final_alpha_cumprod")
 
@@ -76,6 +102,7 @@ def sample_latents(
     progress: bool = True,
     device=None,
     layout: torch.Tensor | None = None,
+    inpaint: Inpaint | None = None,
 ) -> torch.Tensor:
     """Generate latents (B, C, *S) (float32, on `device`) by guided reverse diffusion.
 
@@ -93,6 +120,7 @@ def sample_latents(
         device: where to run (default: the UNet's device).
         layout: (B, L, *S) layout channels on the latent grid for a layout-conditioned UNet (every branch
             sees the layout: it is a hard condition, not a guided one).
+        inpaint: regenerate only inside a mask, keeping a given latent elsewhere (`Inpaint`; editing).
     """
     params = next(iter(unet.parameters()), None)
     if device is None:
@@ -148,6 +176,8 @@ def sample_latents(
     if kind != "rflow":
         _move_schedule(scheduler, step_device)
 
+    if inpaint is not None:  # the known region starts at the first step's noise level too
+        x = inpaint.impose(scheduler, x, timesteps[0])
     with torch.no_grad():
         for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
             x_in = x.to(model_dtype)
@@ -163,4 +193,8 @@ def sample_latents(
             else:  # ddpm
                 x, _ = scheduler.step(eps.to(step_device), int(t), x.to(step_device), generator=generator)
                 x = x.to(device)
+            if inpaint is not None:
+                last = i + 1 == len(timesteps)
+                x = inpaint.impose(scheduler, x, None if last else (next_timesteps[i] if kind == "rflow"
+                                                                      else timesteps[i + 1]))
     return x

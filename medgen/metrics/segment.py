@@ -345,18 +345,27 @@ def assign_lobe(geometry: dict, side: str, center_mm) -> tuple[str, str]:
     Upper vs lower: above or below the middle of the aerated lung's height. Right middle lobe: the
     anterior wedge above the oblique fissure and below the horizontal fissure.
     """
-    g = geometry.get(side)
-    if g is None:
+    if geometry.get(side) is None:
         return "middle", None
     _, y, z = (float(c) for c in center_mm)
-    upper = z >= (g["z_lo"] + g["z_hi"]) / 2.0
+    upper, middle = (bool(v) for v in lobe_partition(geometry, side, np.float64(y), np.float64(z)))
     if side == "left":
         return ("upper", "left_upper") if upper else ("lower", "left_lower")
+    if middle:
+        return "middle", "right_middle"
+    return ("upper", "right_upper") if upper else ("lower", "right_lower")
+
+
+def lobe_partition(geometry: dict, side: str, y, z):
+    """(upper, middle) boolean arrays for points (y, z) (world mm, broadcastable) of lung `side` (which must
+    be in `geometry`): the rules of `assign_lobe`, on arrays; `middle` is only ever true on the right."""
+    g = geometry[side]
+    upper = z >= (g["z_lo"] + g["z_hi"]) / 2.0
+    if side == "left":
+        return upper, np.zeros(np.broadcast(y, z).shape, bool)
     h = max(g["z1"] - g["z0"], 1.0)
     span = max(OBLIQUE_ANT_Y * (geometry["y_ant"] - geometry["y_post"]), 1.0)
     z_oblique = g["z0"] + h * (OBLIQUE_POST + (OBLIQUE_ANT - OBLIQUE_POST) * (y - geometry["y_post"]) / span)
     z_horizontal = g["z0"] + HORIZONTAL * h
-    middle = z_oblique < z < z_horizontal if upper else z > z_oblique
-    if middle:
-        return "middle", "right_middle"
-    return ("upper", "right_upper") if upper else ("lower", "right_lower")
+    middle = np.where(upper, (z_oblique < z) & (z < z_horizontal), z > z_oblique)
+    return upper, middle

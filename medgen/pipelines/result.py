@@ -97,6 +97,7 @@ class GenerationResult:
         provenance: report, density, seed, steps, guidance, model id and weight sha256, version, time, device.
         labels: the layout label map the volume was rendered from (layout-grounded models), same affine.
         findings: what the volume was asked to show (the reader's or the given findings, with lesion centres).
+        edit_region: for an edited CT, the voxels the edit changed (bool, on the volume's grid); None otherwise.
     """
 
     volume: Volume
@@ -104,6 +105,7 @@ class GenerationResult:
     provenance: dict
     labels: Volume | None = None
     findings: object = None
+    edit_region: object = None
 
     def save(self, path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
         """Write NIfTI (int16 HU, descrip ``SYNTHETIC ...``) + sidecar JSON [+ PNG preview] [+ DICOM series]

@@ -289,6 +289,15 @@ class ReportToVolumePipeline:
                             layouts=layouts, stage_names=stage_names)
         return results if isinstance(report, (list, tuple)) else results[0]
 
+    def edit(self, volume, *, report=None, findings=None, **options):
+        """Add the findings of `report` (or `findings`) to an existing CT, regenerating only a margin around
+        them; every other voxel is the input's. See `medgen.edit.edit_volume` for the options (label map of a
+        medgen volume, lesions to remove or re-density, seed, margin). Returns a `GenerationResult` on the
+        input's grid, with ``edit_region`` set."""
+        from medgen.edit import edit_volume
+
+        return edit_volume(self, volume, report=report, findings=findings, **options)
+
     def cascade_stages(self, n: int) -> list:
         """The `n` x2 stages to run: the learned refiner's where it has them, trilinear beyond."""
         return [self.refiner[k] if k < len(self.refiner) else TrilinearStage() for k in range(n)]
