@@ -2,7 +2,7 @@
 
     medgen evaluate --model runs/phantom-64/pipeline --out evaluation/results/phantom-64
     medgen evaluate --out evaluation/results/smoke --quick      # the embedded model, tiny sizes
-    medgen evaluate --utility --model runs/phantom-64-layout/pipeline --out evaluation/utility   # downstream
+    medgen evaluate --utility --ablation runs/text-only --out evaluation/utility   # downstream
 
 Writes OUT/results.json (every figure), OUT/summary.md and OUT/*.png; see evaluation/README.md.
 """
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
                    help="downstream utility benchmark: a lesion segmenter trained on real, real + generated "
                         "(--model, layout-grounded), generated only, and real + text-only (--ablation) volumes")
     p.add_argument("--ablation", metavar="DIR", type=Path,
-                   help="--utility: the text-only ablation model (default: the embedded model)")
+                   help="--utility: the text-only ablation model (arm d; required)")
     p.add_argument("--cache", metavar="DIR", type=Path, default=Path("runs/utility-cache"),
                    help="--utility: cache of generated volumes (by model sha256 + report + seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
@@ -91,8 +91,9 @@ def run_utility_benchmark(args, device) -> int:
     from medgen.pipelines import ReportToVolumePipeline
     from medgen.pipelines.default_model import resolve_model_path
 
-    if args.model is None:
-        raise ValueError("--utility needs --model DIR: a layout-grounded pipeline (arms b and c)")
+    if args.ablation is None:
+        raise ValueError("--utility needs --ablation DIR: a text-only pipeline for arm d (train one with "
+                         "configs/phantom-64.yaml)")
     layout_pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.model), device=device)
     ablation_pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.ablation), device=device)
     settings = QUICK if args.quick else UtilitySettings()
