@@ -2,7 +2,7 @@
 findings survive refinement.
 
     .venv/bin/python evaluation/bench_cascade.py [--model DIR] [--sizes 64 128 256 512] [--fidelity 20]
-        [--out evaluation/cascade]
+        [--out evaluation/cascade] [--only seams fidelity]
 
 1. Cost: one `medgen generate` per size (same report, seed), each in its own process (wall time and peak
    RSS of that process, `ru_maxrss`), writing NIfTI + sidecar + PNG as a user would. Cost per output voxel
@@ -95,16 +95,30 @@ def seam_ratio(volume: np.ndarray, border_every: int, *, same_phase: bool = True
 
 
 def measure_seams(pipe, n_stages: int) -> list[dict]:
+    """Each stage run with its tile grid and with a shifted one (tile - 5 input voxels: borders elsewhere).
+
+    Few planes are tile borders (one per axis at 128^3), so their step ratio also measures whatever anatomy
+    lies there; the same planes of the shifted tiling carry the same anatomy without a border, so the ratio of
+    the two ratios is what the tiling itself adds (1.0: nothing), and the max difference checks exactness.
+    """
     hu = pipe(REPORT, seed=0, progress=False).volume.array.astype(np.float32)
     rows = []
     for k, stage in enumerate(pipe.cascade_stages(n_stages), start=1):
         tile = getattr(stage, "tile", 64)
         if max(hu.shape) <= tile:  # make the stage tile this volume so there are borders to check
             stage.tile = tile = max(8, hu.shape[0] // 2 - 3)
-        hu = stage(hu)
-        rows.append({"stage": k, "name": stage.name, "shape": list(hu.shape), "tile_input_voxels": tile,
-                     "border_interior_ratio": seam_ratio(hu, 2 * tile),
-                     "border_all_steps_ratio": seam_ratio(hu, 2 * tile, same_phase=False)})
+        out = stage(hu)
+        stage.tile = tile - 5
+        shifted = stage(hu)
+        stage.tile = tile
+        at_borders, same_planes_shifted = seam_ratio(out, 2 * tile), seam_ratio(shifted, 2 * tile)
+        rows.append({"stage": k, "name": stage.name, "shape": list(out.shape), "tile_input_voxels": tile,
+                     "border_interior_ratio": at_borders,
+                     "border_all_steps_ratio": seam_ratio(out, 2 * tile, same_phase=False),
+                     "same_planes_shifted_tiling_ratio": same_planes_shifted,
+                     "tiling_seam_ratio": at_borders / same_planes_shifted,
+                     "max_abs_diff_shifted_tiling_hu": float(np.abs(out - shifted).max())})
+        hu = out
     return rows
 
 
@@ -126,7 +140,9 @@ def markdown(results: dict) -> str:
     lines = ["# Resolution cascade: cost, memory, seams, findings", "",
              f"Model `{results['model']}`; stages: {', '.join(results['stage_names'])}. "
              "Command: `.venv/bin/python evaluation/bench_cascade.py`. Hardware: "
-             f"{results['hardware']}.", "",
+             f"{results['hardware']}."
+             + (f" Cost rows measured with `{results['cost_model']}` before a re-measure (`--only`)."
+                if results.get("cost_model", results["model"]) != results["model"] else ""), "",
              "| output | spacing (mm) | wall (s) | peak RSS (GiB) | µs per output voxel | vs 128³ |",
              "| --- | --- | --- | --- | --- | --- |"]
     base = next((r["us_per_voxel"] for r in results["cost"] if r["size"] == 128), None)
@@ -135,14 +151,19 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['size']}³ | {r['spacing_mm']:g} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} | "
                      f"{r['us_per_voxel']:.3f} | {ratio} |")
     lines += ["", "| stage | output | tile (input voxels) | border / interior step (same x2 phase) | "
-              "border / all interior steps |", "| --- | --- | --- | --- | --- |"]
+              "same planes, shifted tiling | seam added by tiling | max \\|tiled − shifted\\| (HU) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["seams"]:
-        every = r.get("border_all_steps_ratio")
+        shifted = r.get("same_planes_shifted_tiling_ratio")
+        added, diff = r.get("tiling_seam_ratio"), r.get("max_abs_diff_shifted_tiling_hu")
         lines.append(f"| {r['stage']}: {r['name']} | {'x'.join(map(str, r['shape']))} | {r['tile_input_voxels']} | "
-                     f"{r['border_interior_ratio']:.3f} | {'-' if every is None else f'{every:.3f}'} |")
+                     f"{r['border_interior_ratio']:.3f} | {'-' if shifted is None else f'{shifted:.3f}'} | "
+                     f"{'-' if added is None else f'{added:.3f}'} | {'-' if diff is None else f'{diff:.4f}'} |")
     lines += ["", "A tile border of a x2 stage always falls between two output voxels that come from different input "
-              "voxels; the first ratio compares it with the other steps of that kind, the second with all steps "
-              "(which mixes in the smaller steps inside one input voxel)."]
+              "voxels; its steps are compared with the other steps of that kind. Border planes are few (one per axis "
+              "at 128³), so that ratio also measures the anatomy lying on them: the same planes of a run whose tile "
+              "borders lie elsewhere (tile − 5) carry the same anatomy without a border, and their quotient is the "
+              "seam the tiling adds (1.0 = none)."]
     if results.get("fidelity"):
         lines += ["", f"Findings at the native grid and after one x2 stage ({results['n_fidelity']} held-out "
                   "reports, seed 0, analyzer on each volume):", "",
@@ -186,8 +207,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--fidelity", type=int, default=20, help="held-out reports at 64^3 and 128^3 (0: skip)")
     parser.add_argument("--out", type=Path, default=Path("evaluation/cascade"))
-    parser.add_argument("--seams-only", action="store_true",
-                        help="re-measure only the seams, keeping the other figures of OUT/results.json")
+    parser.add_argument("--only", nargs="+", choices=["seams", "fidelity"],
+                        help="re-measure only these parts, keeping the other figures of OUT/results.json "
+                             "(e.g. after changing the embedded model)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,9 +224,15 @@ def main() -> None:
     model = resolve_model_path(args.model)
     pipe = ReportToVolumePipeline.from_pretrained(model)
     stages = max(int(np.log2(max(args.sizes) / pipe.config["shape"][0])), 0)
-    if args.seams_only:
+    if args.only:
         results = json.loads((args.out / "results.json").read_text())
-        results["seams"] = measure_seams(pipe, stages)
+        results.setdefault("cost_model", results["model"])  # the cost rows stay those of the model that ran them
+        results["model"] = str(model)
+        if "seams" in args.only:
+            results["seams"] = measure_seams(pipe, stages)
+        if "fidelity" in args.only and args.fidelity:
+            results["n_fidelity"] = args.fidelity
+            results["fidelity"] = measure_fidelity(pipe, args.fidelity)
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
         (args.out / "summary.md").write_text(markdown(results), encoding="utf-8")
         print(markdown(results))

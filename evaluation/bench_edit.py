@@ -129,16 +129,17 @@ def figure(pipe, path: Path, n: int = 3) -> None:
         result = pipe.edit(volume, findings=Findings(lesions=[lesion]), seed=0, progress=False)
         centre = result.findings.lesions[-1].center_mm
         k = int(round((centre[2] - volume.affine[2, 3]) / volume.affine[2, 2]))
-        before, after = np.asarray(volume.array)[:, :, k].T, np.asarray(result.volume.array)[:, :, k].T
+        # radiological display (as medgen's previews): rows anterior -> posterior, patient's right on the left
+        before, after = (np.asarray(v.array)[::-1, ::-1, k].T for v in (volume, result.volume))
         title = f"{lesion.lobe.replace('_', ' ')} {lesion.diameter_mm:g} mm d={lesion.density:g}"
         for ax, img, name, kw in [(axes[row, 0], before, "input", dict(cmap="gray", vmin=-1000, vmax=400)),
                                   (axes[row, 1], after, "edited: " + title, dict(cmap="gray", vmin=-1000, vmax=400)),
                                   (axes[row, 2], after - before, "edited - input (HU)", dict(cmap="coolwarm",
                                                                                             vmin=-800, vmax=800))]:
-            ax.imshow(img, origin="lower", **kw)
+            ax.imshow(img, **kw)
             ax.set_title(name, fontsize=8)
             ax.axis("off")
-    fig.suptitle("SYNTHETIC — medgen edit (axial slice through the added lesion; patient left on the right)",
+    fig.suptitle("SYNTHETIC — medgen edit (axial slice through the added lesion; patient's right on the image left)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

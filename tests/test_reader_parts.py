@@ -90,9 +90,19 @@ def test_oracle_tags_read_back_every_finding(split, augmented):
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path() / "text_encoder")
     examples = make_examples(300, split=split, seed=11, augmented=augmented)
-    pairs = [(ex.findings, _oracle_read(tokenizer, ex)) for ex in examples]
+    pairs = [(ex.findings, _oracle_read(tokenizer, ex)) if ex.types_stated
+             else (_untyped(ex.findings), _untyped(_oracle_read(tokenizer, ex))) for ex in examples]
+    assert augmented == any(not ex.types_stated for ex in examples)  # the augmentation drops some type words
     result = score(pairs)["overall"]
     assert result["all_correct"]["accuracy"] == 1.0, {k: v["accuracy"] for k, v in result.items()}
+
+
+def _untyped(findings: Findings) -> Findings:
+    """The findings with every lesion's density (its type) set alike: a report that names no type."""
+    import dataclasses
+
+    lesions = [dataclasses.replace(lesion, density=0.95) for lesion in findings.lesions]
+    return dataclasses.replace(findings, lesions=lesions)
 
 
 def _probs(n_tokens, tags: dict[int, list[str]]):
@@ -182,3 +192,20 @@ def test_implicit_lesions_neither_split_a_described_lesion_nor_repeat_one():
     findings, _ = assemble(text, _spans(text, ("RUL", "loc", "right_upper"), ("nodule", "les", "+"),
                                         ("12 mm", "size", "+"), ("LLL", "loc", "left_lower"), ("30 mm", "size", "+")))
     assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 12.0), ("left_lower", 30.0)]
+
+
+def test_drop_type_words_removes_only_one_word_type_adjectives_and_keeps_spans_on_their_words():
+    from medgen.reader.corpus import drop_type_words
+
+    marked = (f"A {mark('35 mm', 'size')} {mark('solid', 'type=solid')} {mark('mass', 'les')} in the "
+              f"{mark('RUL', 'loc=right_upper')} ({mark('non-solid', 'type=ground-glass')}, smooth). "
+              f"{mark('GGN', 'les,type=ground-glass')} in the {mark('LLL', 'loc=left_lower')}. "
+              f"左肺下叶见{mark('磨玻璃', 'type=ground-glass')}{mark('结节', 'les')}。")
+    text, spans = strip_marks(marked)
+    out, kept = drop_type_words(text, list(spans), np.random.default_rng(0), p=1.0)
+    # "solid" qualifies "mass" and 磨玻璃 qualifies 结节: dropped; "non-solid," qualifies nothing; "GGN" is a lesion
+    assert out == "A 35 mm mass in the RUL (non-solid, smooth). GGN in the LLL. 左肺下叶见结节。"
+    assert [(out[s.start:s.end], s.label) for s in kept] == [
+        ("35 mm", "size"), ("mass", "les"), ("RUL", "loc=right_upper"), ("non-solid", "type=ground-glass"),
+        ("GGN", "les,type=ground-glass"), ("LLL", "loc=left_lower"), ("结节", "les")]
+    assert drop_type_words(text, list(spans), np.random.default_rng(0), p=0.0) == (text, list(spans))

@@ -18,13 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     from medgen.cli import evaluate as evaluate_cmd
     from medgen.cli import generate as generate_cmd
     from medgen.cli import read as read_cmd
+    from medgen.cli import slices as slices_cmd
     from medgen.cli import text as text_cmd
     from medgen.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(prog="medgen", description="Radiology report text -> synthetic 3D CT.")
     parser.add_argument("--version", action="version", version=f"medgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data_cmd, edit_cmd, evaluate_cmd, generate_cmd, read_cmd, text_cmd, train_cmd):
+    for module in (data_cmd, edit_cmd, evaluate_cmd, generate_cmd, read_cmd, slices_cmd, text_cmd, train_cmd):
         module.register(sub)
     return parser
 

@@ -44,6 +44,7 @@ class ReaderExample:
     findings: Findings | None  # None for unrelated text
     language: str
     family: str
+    types_stated: bool = True  # False when augmentation dropped a type adjective (the findings still hold it)
 
 
 def sample_reader_findings(rng: np.random.Generator, *, hedged: bool) -> Findings:
@@ -104,10 +105,35 @@ def _swap_filler(text: str, spans: list[Span], rng: np.random.Generator, pool: l
     return text, spans
 
 
+def _n_type_spans(spans) -> int:
+    return sum(any(lab.startswith("type=") for lab in s.labels) for s in spans)
+
+
+def drop_type_words(text: str, spans: list[Span], rng: np.random.Generator, p: float) -> tuple[str, list[Span]]:
+    """Remove one-word lesion type adjectives ("solid", "磨玻璃") with probability `p` each, as reports that
+    name no type do ("A 35 mm mass in the right lower lobe."): the writer always names one, and a reader
+    trained only on that misses the lesion when it is absent. A word another span overlaps is kept."""
+    for s in sorted((s for s in spans if all(lab.startswith("type=") for lab in s.labels)), key=lambda s: -s.start):
+        word = text[s.start:s.end]
+        start, end = s.start, s.end + (text[s.end:s.end + 1] == " ")
+        adjective = (re.fullmatch(r"[A-Za-z-]+|[\u4e00-\u9fff]{1,5}", word) is not None
+                     and end < len(text) and (text[end].isalnum()))  # it qualifies the next word
+        overlapped = any(o != s and o.start < s.end and s.start < o.end for o in spans)
+        if not adjective or overlapped or rng.random() >= p:
+            continue
+        cut = end - start
+        text = text[:start] + text[end:]
+        spans = [Span(o.start - cut * (o.start >= end), o.end - cut * (o.start >= end), o.label)
+                 for o in spans if o != s]
+    return text, spans
+
+
 def augment(text: str, spans: tuple[Span, ...], language: str, rng: np.random.Generator):
-    """Insert other-organ sentences at sentence ends, swap/insert English filler words, fold line breaks,
-    lower-case (spans follow)."""
+    """Drop type adjectives, insert other-organ sentences at sentence ends, swap/insert English filler words,
+    fold line breaks, lower-case (spans follow)."""
     spans = list(spans)
+    if rng.random() < 0.3:
+        text, spans = drop_type_words(text, spans, rng, p=0.6)
     if language == "en" and rng.random() < 0.5:
         text, spans = _swap_filler(text, spans, rng, _filler_words(), p_swap=float(rng.uniform(0.05, 0.25)),
                                    n_insert=int(rng.integers(0, 4)))
@@ -152,9 +178,10 @@ def make_examples(n: int, *, split: str, seed: int, languages=("en", "zh"), p_un
         findings = sample_reader_findings(rng, hedged=family in HEDGING_FAMILIES)
         report = write_report(findings, language=language, rng=rng, split=split, family=family)
         text, spans = report.text, report.spans
+        n_types = _n_type_spans(spans)
         if augmented:
             text, spans = augment(text, spans, language, rng)
-        out.append(ReaderExample(text, spans, findings, language, family))
+        out.append(ReaderExample(text, spans, findings, language, family, _n_type_spans(spans) == n_types))
     return out
 
 
