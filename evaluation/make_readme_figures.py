@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medgen.data.findings import Findings, Lesion
 from medgen.evaluation.calibration import largest_lesion
 from medgen.metrics import analyze_volume
 from medgen.pipelines import ReportToVolumePipeline
@@ -29,6 +30,7 @@ EXAMPLES = {
 }
 SWEEP_REPORT = "A 35 mm mass in the right lower lobe. No pleural effusion."
 SWEEP_DENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+SWEEP_FINDINGS = Findings(lesions=[Lesion(lobe="right_lower", diameter_mm=35.0, density=0.5)])
 
 
 def describe(analysis) -> str:
@@ -65,9 +67,15 @@ def example_grid(pipe, names: list[str], out: Path, seed: int) -> None:
 
 def density_sweep(pipe, out: Path, seed: int) -> list[tuple[float, float, float | None]]:
     # one call per density with the same seed: the same initial noise, only the control changes
-    volumes = [pipe(SWEEP_REPORT, density=d, seed=seed, progress=False).volume for d in SWEEP_DENSITIES]
+    # a layout-grounded model gets the report's findings as well, so the sweep shows the density control, not
+    # the reader (which misses this sentence's lesion: README, Reading reports)
+    extra = {"findings": SWEEP_FINDINGS} if pipe.layout_grounded else {}
+    results = [pipe(SWEEP_REPORT, density=d, seed=seed, progress=False, **extra) for d in SWEEP_DENSITIES]
+    volumes = [r.volume for r in results]
     analyses = [analyze_volume(v) for v in volumes]
+    placed = [lesion.center_mm for r in results for lesion in (r.findings.lesions if r.findings else [])]
     fallback = next((centre_of(a) for a in reversed(analyses) if centre_of(a) is not None), None)
+    fallback = placed[0] if placed and fallback is None else fallback
     rows, captions, centres = [], [], []
     for d, analysis in zip(SWEEP_DENSITIES, analyses, strict=True):
         lesion = largest_lesion(analysis)
