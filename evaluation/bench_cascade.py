@@ -201,6 +201,14 @@ def plot(cost: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def write(results: dict, out: Path) -> None:
+    """results.json + summary.md under `out`; the summary is printed too."""
+    summary = markdown(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (out / "summary.md").write_text(summary, encoding="utf-8")
+    print(summary)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
@@ -233,10 +241,7 @@ def main() -> None:
         if "fidelity" in args.only and args.fidelity:
             results["n_fidelity"] = args.fidelity
             results["fidelity"] = measure_fidelity(pipe, args.fidelity)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-        (args.out / "summary.md").write_text(markdown(results), encoding="utf-8")
-        print(markdown(results))
-        return None
+        return write(results, args.out)
     results = {"model": str(model), "hardware": f"{os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}",
                "stage_names": [s.name for s in pipe.cascade_stages(stages)]}
     results["cost"] = measure_cost(args.sizes, args.model)
@@ -245,10 +250,8 @@ def main() -> None:
         results["n_fidelity"] = args.fidelity
         results["fidelity"] = measure_fidelity(pipe, args.fidelity)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    (args.out / "summary.md").write_text(markdown(results), encoding="utf-8")
     plot(results["cost"], args.out / "cost.png")
-    print(markdown(results))
+    write(results, args.out)
 
 
 if __name__ == "__main__":

@@ -73,9 +73,9 @@ def density_sweep(pipe, out: Path, seed: int) -> list[tuple[float, float, float 
     results = [pipe(SWEEP_REPORT, density=d, seed=seed, progress=False, **extra) for d in SWEEP_DENSITIES]
     volumes = [r.volume for r in results]
     analyses = [analyze_volume(v) for v in volumes]
-    placed = [lesion.center_mm for r in results for lesion in (r.findings.lesions if r.findings else [])]
-    fallback = next((centre_of(a) for a in reversed(analyses) if centre_of(a) is not None), None)
-    fallback = placed[0] if placed and fallback is None else fallback
+    # slice through a lesion the analyzer found, else through the one the layout placed
+    placed = (lesion.center_mm for r in results if r.findings for lesion in r.findings.lesions)
+    fallback = next((centre_of(a) for a in reversed(analyses) if centre_of(a) is not None), None) or next(placed, None)
     rows, captions, centres = [], [], []
     for d, analysis in zip(SWEEP_DENSITIES, analyses, strict=True):
         lesion = largest_lesion(analysis)

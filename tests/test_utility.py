@@ -10,15 +10,7 @@ import pytest
 from test_layout_pipeline import layout_model_dir  # noqa: F401 (fixture)
 from test_pipeline import single_thread  # noqa: F401 (autouse fixture)
 
-from medgen.evaluation.utility import (
-    QUICK,
-    Sample,
-    aggregate_arms,
-    arm_training_sets,
-    run_utility,
-    utility_bars,
-    utility_markdown,
-)
+from medgen.evaluation.utility import QUICK, Sample, arm_training_sets, run_utility
 from medgen.evaluation.utility_metrics import (
     band_of,
     detection_counts,
@@ -28,6 +20,7 @@ from medgen.evaluation.utility_metrics import (
     score_volume,
     summarise_scores,
 )
+from medgen.evaluation.utility_report import aggregate_arms, utility_bars, utility_markdown
 
 
 def test_dice_on_known_masks():

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 def run_utility_benchmark(args, device) -> int:
     import sys
 
-    from medgen.evaluation.utility import QUICK, UtilitySettings, plot_utility, run_utility, utility_markdown
+    from medgen.evaluation.utility import QUICK, UtilitySettings, run_utility
+    from medgen.evaluation.utility_report import plot_utility, utility_markdown
     from medgen.pipelines import ReportToVolumePipeline
     from medgen.pipelines.default_model import resolve_model_path
 

@@ -84,6 +84,13 @@ exclude equivocal may might could new unchanged stable previously prior removed 
 correction sorry rather instead meant read should versus vs""".split())
 
 
+def _splice(text: str, spans: list[Span], start: int, end: int, new: str) -> tuple[str, list[Span]]:
+    """Replace ``text[start:end]`` by `new`; spans that begin at or after `end` move with the text after it."""
+    shift = len(new) - (end - start)
+    return text[:start] + new + text[end:], [Span(s.start + shift * (s.start >= end), s.end + shift * (s.start >= end),
+                                                  s.label) for s in spans]
+
+
 def _swap_filler(text: str, spans: list[Span], rng: np.random.Generator, pool: list[str], p_swap: float,
                  n_insert: int) -> tuple[str, list[Span]]:
     """Replace untagged non-cue words (prob `p_swap`) and insert `n_insert` pool words between untagged words."""
@@ -99,9 +106,7 @@ def _swap_filler(text: str, spans: list[Span], rng: np.random.Generator, pool: l
         if int(at) not in taken:
             edits.append((int(at), int(at), str(rng.choice(pool)) + " "))
     for start, end, new in sorted(edits, reverse=True):
-        shift = len(new) - (end - start)
-        text = text[:start] + new + text[end:]
-        spans = [Span(s.start + shift * (s.start >= end), s.end + shift * (s.start >= end), s.label) for s in spans]
+        text, spans = _splice(text, spans, start, end, new)
     return text, spans
 
 
@@ -121,10 +126,7 @@ def drop_type_words(text: str, spans: list[Span], rng: np.random.Generator, p: f
         overlapped = any(o != s and o.start < s.end and s.start < o.end for o in spans)
         if not adjective or overlapped or rng.random() >= p:
             continue
-        cut = end - start
-        text = text[:start] + text[end:]
-        spans = [Span(o.start - cut * (o.start >= end), o.end - cut * (o.start >= end), o.label)
-                 for o in spans if o != s]
+        text, spans = _splice(text, [o for o in spans if o != s], start, end, "")
     return text, spans
 
 
@@ -145,9 +147,7 @@ def augment(text: str, spans: tuple[Span, ...], language: str, rng: np.random.Ge
         piece = (sentence + " ") if language == "en" else sentence
         if at == len(text):
             piece = (" " if language == "en" else "") + sentence
-        text = text[:at] + piece + text[at:]
-        spans = [Span(s.start + len(piece) * (s.start >= at), s.end + len(piece) * (s.start >= at), s.label)
-                 for s in spans]
+        text, spans = _splice(text, spans, at, at, piece)
     if rng.random() < 0.15:
         text = text.replace("\n", " ")  # same length: spans unchanged
     if language == "en" and rng.random() < 0.12:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 from medgen.data.findings import LABELS, LOBE_LABELS, Findings
+from medgen.metrics.findings import LAA_HU
 from medgen.slices.captions import caption_en, caption_zh
 from medgen.volume import HU_WINDOW, Volume, density_class
 
@@ -152,7 +153,7 @@ def key_slice_index(labels: np.ndarray, lesion_ids: np.ndarray, view: str = "axi
     fluid = (labels == LABELS["effusion"]).sum(axis=other)
     if fluid.max() > 0:
         return int(np.argmax(fluid))
-    lung = np.flatnonzero(np.isin(labels, LUNG_VALUES).any(axis=other))
+    lung = lung_indices(labels, view)
     if not lung.size:
         raise ValueError("the label map holds no lung: no key slice to choose")
     return int(round((lung[0] + lung[-1]) / 2))
@@ -240,7 +241,7 @@ def extract_slice(
     effusion = "bilateral" if len(sides) == 2 else (sides.pop() if sides else None)
 
     lung = np.isin(lab, LUNG_VALUES)
-    laa = float((hu[lung] < -950).mean() * 100) if lung.sum() >= 50 else 0.0
+    laa = float((hu[lung] < LAA_HU).mean() * 100) if lung.sum() >= 50 else 0.0
     emphysema = (
         findings.emphysema.grade if findings.emphysema and laa >= config.emphysema_laa_percent else None
     )
