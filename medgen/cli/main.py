@@ -14,9 +14,11 @@ from medgen.errors import MedgenError
 
 def build_parser() -> argparse.ArgumentParser:
     from medgen.cli import data as data_cmd
+    from medgen.cli import describe as describe_cmd
     from medgen.cli import edit as edit_cmd
     from medgen.cli import evaluate as evaluate_cmd
     from medgen.cli import generate as generate_cmd
+    from medgen.cli import preview as preview_cmd
     from medgen.cli import read as read_cmd
     from medgen.cli import slices as slices_cmd
     from medgen.cli import text as text_cmd
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medgen", description="Radiology report text -> synthetic 3D CT.")
     parser.add_argument("--version", action="version", version=f"medgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data_cmd, edit_cmd, evaluate_cmd, generate_cmd, read_cmd, slices_cmd, text_cmd, train_cmd):
+    for module in (data_cmd, describe_cmd, edit_cmd, evaluate_cmd, generate_cmd, preview_cmd, read_cmd, slices_cmd, text_cmd,
+                   train_cmd):
         module.register(sub)
     return parser
 

@@ -40,6 +40,7 @@ def register(subparsers) -> None:
         p.set_defaults(func=run)
     _register_reader(sub)
     _register_refiner(sub)
+    _register_slices(sub)
 
 
 def _register_refiner(sub) -> None:
@@ -141,4 +142,66 @@ def run(args) -> int:
 
         path = train_ldm(config, resume=resume, device=args.device, progress=progress)
         print(f"pipeline: {path}")
+    return 0
+
+
+def _register_slices(sub) -> None:
+    slices = sub.add_parser("slices", help="train the 2D slice models (preview)")
+    models = slices.add_subparsers(dest="slices_model", required=True)
+    p = models.add_parser("preview", help="SDXL-style text->slice preview: 2D autoencoder, base and refiner UNets")
+    p.add_argument("--out", type=Path, required=True, help="output preview model folder")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML of recipe options (configs/slices-preview.yaml); flags below override it")
+    p.add_argument("--model", type=Path, default=None,
+                   help="pipeline folder whose text encoder, reader and anatomy bank the preview uses "
+                        "(default: the embedded model)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder of finished stages (default OUT.work); a rerun resumes from it")
+    for name in ("n_subjects", "vae_steps", "base_steps", "refiner_steps"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=run_slices_preview)
+    r = models.add_parser("reader", help="LLaVA-style slice reader: LM, projector alignment, instruction tuning")
+    r.add_argument("--out", type=Path, required=True, help="output slice reader folder")
+    r.add_argument("--pairs", type=Path, default=None,
+                   help="training pairs (the preview's OUT.work/pairs.npz); default: build them")
+    for name in ("n_subjects", "lm_steps", "align_steps", "instruct_steps", "batch_size", "n_held_out"):
+        r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None)
+    r.add_argument("--frozen-vision", action="store_true", help="keep the vision tower frozen in stage 2 (LLaVA 1.5)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    r.set_defaults(func=run_slices_reader)
+
+
+def run_slices_preview(args) -> int:
+    import yaml
+
+    from medgen.pipelines.default_model import resolve_model_path
+    from medgen.slices.preview.recipe import train_preview_model
+
+    options = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise FileNotFoundError(f"{args.config}: config file not found")
+        options = yaml.safe_load(args.config.read_text()) or {}
+    options.update({k: getattr(args, k) for k in ("n_subjects", "vae_steps", "base_steps", "refiner_steps")
+                    if getattr(args, k) is not None})
+    model = resolve_model_path(args.model)
+    bank = model / "anatomy_bank"
+    record = train_preview_model(args.out, text_encoder_dir=model / "text_encoder", reader_dir=model / "reader",
+                                 anatomy_bank_dir=bank if bank.is_dir() else None, work=args.work,
+                                 overwrite=args.overwrite, **options)
+    print(f"preview model: {args.out}; autoencoder ceiling {record['vae']['ceiling_held_out']}")
+    return 0
+
+
+def run_slices_reader(args) -> int:
+    from medgen.io.atomic import check_output_path
+    from medgen.slices.reader.recipe import train_slice_reader
+
+    check_output_path(args.out, overwrite=args.overwrite)
+    options = {k: getattr(args, k) for k in ("n_subjects", "lm_steps", "align_steps", "instruct_steps", "batch_size",
+                                             "n_held_out") if getattr(args, k) is not None}
+    record = train_slice_reader(args.out, pairs_path=args.pairs, overwrite=args.overwrite,
+                                train_vision=not args.frozen_vision, **options)
+    print(f"slice reader: {args.out}; held-out: {record['held_out']['en']} (EN), {record['held_out']['zh']} (ZH)")
     return 0

@@ -7,7 +7,7 @@
 
 from medgen.layout.anatomy_bank import AnatomyBank
 from medgen.layout.labels import CHANNELS, FIRST_LESION_LABEL, N_CHANNELS, label_table, layout_channels
-from medgen.layout.layout import Layout, make_layout
+from medgen.layout.layout import Layout, layout_of_case, make_layout
 
-__all__ = ["AnatomyBank", "CHANNELS", "FIRST_LESION_LABEL", "Layout", "N_CHANNELS", "label_table", "layout_channels",
+__all__ = ["AnatomyBank", "CHANNELS", "FIRST_LESION_LABEL", "Layout", "N_CHANNELS", "label_table", "layout_channels", "layout_of_case",
            "make_layout"]

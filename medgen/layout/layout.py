@@ -75,12 +75,20 @@ def make_layout(findings: Findings, *, shape, spacing, seed: int, anatomy: dict 
     Raises:
         ValueError: more than `MAX_LESIONS` lesions.
     """
-    from medgen.data.phantom import TISSUES, make_phantom_with_tissues
+    from medgen.data.phantom import make_phantom_with_tissues
 
     if len(findings.lesions) > MAX_LESIONS:
         raise ValueError(f"a layout holds at most {MAX_LESIONS} lesions, got {len(findings.lesions)}")
     case, tissue = make_phantom_with_tissues(Findings.from_dict(findings.to_dict()), shape=shape, spacing=spacing,
                                              seed=int(seed), anatomy=anatomy)
+    return layout_of_case(case, tissue, seed=int(seed), anatomy_info=anatomy_info)
+
+
+def layout_of_case(case, tissue: np.ndarray, *, seed: int, anatomy_info: dict | None = None) -> Layout:
+    """The layout of a built phantom (`make_phantom_with_tissues` output): the same label map and density map
+    `make_layout` gives for its findings, anatomy and seed, beside the phantom's CT (slice training pairs)."""
+    from medgen.data.phantom import TISSUES
+
     labels = np.asarray(case.labels.array).astype(np.uint8)
     emphysema = np.isin(tissue, [TISSUES["emphysema"], TISSUES["emphysema_cluster"]])
     labels[emphysema & np.isin(labels, list(LOBE_LABELS.values()))] = EMPHYSEMA_LABEL

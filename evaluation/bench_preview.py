@@ -1,0 +1,204 @@
+"""Benchmark of the 2D slice preview (issue 11 bars), all measured in one run on this machine:
+
+1. Analyzer check: `medgen.slices.analyze.score_slice` on the *real* key slices of held-out phantoms against
+   their own layouts (must be ~100 %) and against another subject's layout (how often it says "present" by
+   chance).
+2. Preview fidelity: held-out reports (held-out phrasing families, EN/ZH alternating, seeds of the 3D
+   evaluation's case generator) -> `SlicePreviewPipeline` (reader -> layout -> key slice -> 4 candidates).
+   Of previews whose key slice shows a lesion: present (lesion-like HU where the layout put it) and on the
+   reported side (drawn in the layout's lung, not the other, and the layout's side is the report's).
+   Effusion: fluid-like HU in the layout's fluid on each side. Warm time per call (4 candidates at 128 px).
+3. Sampler and refiner: the same reports and seeds, one candidate each, under DPM++ 2M Karras 20 steps and
+   DDIM 50 steps, with and without the refiner; realism = MMD / Fréchet distance of slice intensity/texture
+   features (`medgen.evaluation.realism.intensity_features`) to the real phantom slices drawn from the very
+   same layouts, beside the real-vs-real floor (the same findings on other subjects); lesion HU error
+   against the target density.
+
+    .venv/bin/python evaluation/bench_preview.py --model runs/preview-model --out evaluation/slices/preview
+
+Writes ``preview.md``, ``results.json`` and ``preview_examples.png`` to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medgen.evaluation.realism import compare_feature_sets, intensity_features
+from medgen.io.atomic import atomic_path
+from medgen.layout.labels import FIRST_LESION_LABEL
+from medgen.slices.analyze import score_slice
+from medgen.slices.preview.data import subject_pairs
+from medgen.slices.preview.pipeline import SlicePreviewPipeline
+from medgen.slices.sources import EVAL_SEED0
+from medgen.volume import Volume, density_to_hu
+
+CONFIGS = {"base+refiner, DPM++ 2M Karras 20": ("dpmpp-2m-karras", 20, True),
+           "base, DPM++ 2M Karras 20": ("dpmpp-2m-karras", 20, False),
+           "base+refiner, DDIM 50": ("ddim", 50, True),
+           "base, DDIM 50": ("ddim", 50, False)}
+
+
+def heldout_reports(n: int, seed: int = 2024):
+    """(report, language, truth findings) with the 3D evaluation's held-out case draws (no phantom built)."""
+    from medgen.data.phantom import sample_findings
+    from medgen.data.reports import write_report
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        findings = sample_findings(rng)
+        language = ("en", "zh")[i % 2]
+        out.append((write_report(findings, language=language, rng=rng, split="heldout").text, language, findings))
+    return out
+
+
+def slice_features(hu: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """The 3D realism features of a slice (stacked twice along z: no through-plane texture)."""
+    return intensity_features(Volume(np.repeat(hu[:, :, None], 2, axis=2), np.diag([pixel_mm, pixel_mm, 5.0, 1.0])))
+
+
+def analyzer_check(n: int) -> dict:
+    rows = [subject_pairs(EVAL_SEED0 + i, extra=0)[0] for i in range(n)]
+    own = [score_slice(r[0].astype(np.float32) * 1024.0, r[1]) for r in rows]
+    other = [score_slice(rows[(i + 7) % n][0].astype(np.float32) * 1024.0, r[1]) for i, r in enumerate(rows)]
+    lesions = [x for s in own for x in s["lesions"]]
+    chance = [x for s in other for x in s["lesions"]]
+    fluid = [x for s in own for x in s["effusion"]]
+    return {"n_slices": n, "lesions": len(lesions), "present_pct": 100 * np.mean([x["present"] for x in lesions]),
+            "on_side_pct": 100 * np.mean([x["on_side"] for x in lesions]),
+            "present_on_other_subject_pct": 100 * np.mean([x["present"] for x in chance]),
+            "effusion_sides": len(fluid), "effusion_present_pct": 100 * np.mean([x["present"] for x in fluid])}
+
+
+def real_slice(pipe: SlicePreviewPipeline, report: str, layout, seed: int, *, other_subject: bool = False) -> np.ndarray:
+    """A real phantom key slice for a preview's layout: the phantom drawn from the layout's findings, anatomy and
+    seed (the layout's own CT, at the layout's key slice), or with `other_subject` the same findings on the
+    subject of another seed (at its own key slice): the real-vs-real floor."""
+    from medgen.data.phantom import make_phantom_with_tissues
+    from medgen.slices.data import _display, key_slice_index
+
+    anatomy = None
+    if pipe.bank is not None and not other_subject:
+        pooled = pipe.model.text_encoder.first([report]).pooled[0].float().numpy()
+        anatomy = pipe.bank.retrieve(pooled, seed)[0]
+    case, _ = make_phantom_with_tissues(layout.findings, shape=layout.labels.shape, spacing=layout.labels.spacing,
+                                        seed=int(seed) + (10_000 if other_subject else 0), anatomy=anatomy)
+    index = key_slice_index(np.asarray(case.labels.array), case.lesion_ids)
+    return _display(np.asarray(case.image.array)[:, :, index]).astype(np.float32)
+
+
+def fidelity(pipe: SlicePreviewPipeline, cases, n_candidates: int) -> tuple[dict, list]:
+    times, lesion_rows, fluid_rows, results = [], [], [], []
+    pipe(cases[0][0], n=n_candidates, seed=0)  # warm-up
+    for i, (report, language, truth) in enumerate(cases):
+        start = time.perf_counter()
+        result = pipe(report, n=n_candidates, seed=i)
+        times.append(time.perf_counter() - start)
+        results.append(result)
+        truth_sides = {lesion.lobe.split("_")[0] for lesion in truth.lesions}
+        laid = result.layout.findings.lesions
+        for hu in result.hu:
+            scored = score_slice(hu, result.labels)
+            for lesion in scored["lesions"]:
+                side = laid[lesion["label"] - FIRST_LESION_LABEL].lobe.split("_")[0]
+                lesion_rows.append({"language": language, "present": lesion["present"],
+                                    "reported_side": lesion["present"] and lesion["on_side"] and side in truth_sides,
+                                    "hu_error": abs(lesion["median_hu"] - density_to_hu(
+                                        laid[lesion["label"] - FIRST_LESION_LABEL].density))})
+            fluid_rows += [{"language": language, "present": f["present"]} for f in scored["effusion"]]
+    out = {"n_reports": len(cases), "candidates": n_candidates,
+           "seconds_per_call_median": float(np.median(times)), "seconds_per_call_p90": float(np.percentile(times, 90))}
+    for language in ("all", "en", "zh"):
+        rows = [r for r in lesion_rows if language in ("all", r["language"])]
+        fluid = [r for r in fluid_rows if language in ("all", r["language"])]
+        out[language] = {"lesion_previews": len(rows),
+                         "present_pct": 100 * np.mean([r["present"] for r in rows]) if rows else None,
+                         "reported_side_pct": 100 * np.mean([r["reported_side"] for r in rows]) if rows else None,
+                         "lesion_hu_error_median": float(np.median([r["hu_error"] for r in rows])) if rows else None,
+                         "effusion_sides": len(fluid),
+                         "effusion_present_pct": 100 * np.mean([r["present"] for r in fluid]) if fluid else None}
+    return out, results
+
+
+def sampler_table(pipe: SlicePreviewPipeline, cases, results) -> dict:
+    pixel = pipe.fov_mm / int(pipe.model.config["size"])
+    real, real_b = [], []
+    for i, (result, (report, _, _)) in enumerate(zip(results, cases, strict=True)):
+        real.append(slice_features(real_slice(pipe, report, result.layout, i), pixel))
+        real_b.append(slice_features(real_slice(pipe, report, result.layout, i, other_subject=True), pixel))
+    table = {}
+    for name, (sampler, steps, refiner) in CONFIGS.items():
+        features, seconds = [], []
+        for i, (report, _, _) in enumerate(cases):
+            start = time.perf_counter()
+            result = pipe(report, n=1, seed=i, sampler=sampler, steps=steps, use_refiner=refiner)
+            seconds.append(time.perf_counter() - start)
+            features.append(slice_features(result.hu[0], pixel))
+        scores = compare_feature_sets(np.stack(real), np.stack(features), np.stack(real_b))
+        table[name] = {**scores, "seconds_per_slice": float(np.median(seconds))}
+    return table
+
+
+def write(out: Path, results: dict, examples) -> None:
+    from medgen.slices.preview.render import preview_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "results.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    a, f = results["analyzer"], results["fidelity"]
+    lines = ["# Slice preview (2D, SDXL-style) — measured", "",
+             f"Produced by `evaluation/bench_preview.py` (model `{results['model']}`, {f['n_reports']} held-out "
+             f"reports, EN/ZH alternating, {f['candidates']} candidates each, 2 CPU cores).", "",
+             "## Analyzer check (real phantom key slices, held-out seeds)", "",
+             f"On their own layouts: lesion present {a['present_pct']:.1f} %, on its side {a['on_side_pct']:.1f} % "
+             f"({a['lesions']} lesions); effusion present {a['effusion_present_pct']:.1f} % ({a['effusion_sides']} "
+             f"sides). On another subject's layout a lesion reads present {a['present_on_other_subject_pct']:.1f} % "
+             "of the time (the analyzer's chance level).", "",
+             "## Preview fidelity (bars: present >= 90 %, reported side >= 95 %; time <= 1 s for 4 at 128 px)", "",
+             "| language | lesion previews | present % | on reported side % | lesion HU error (median) | "
+             "effusion sides | effusion present % |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for language in ("all", "en", "zh"):
+        r = f[language]
+        lines.append(f"| {language} | {r['lesion_previews']} | {r['present_pct']:.1f} | {r['reported_side_pct']:.1f} | "
+                     f"{r['lesion_hu_error_median']:.0f} | {r['effusion_sides']} | "
+                     f"{r['effusion_present_pct'] if r['effusion_present_pct'] is None else round(r['effusion_present_pct'], 1)} |")
+    lines += ["", f"Warm time per call (4 candidates, 128 px, reader + layout + sampling + decoding): median "
+                  f"{f['seconds_per_call_median']:.2f} s, p90 {f['seconds_per_call_p90']:.2f} s.", "",
+              "## Sampler and refiner (one candidate per report; realism vs real slices of the same layouts)", "",
+              "| configuration | MMD | Fréchet | s / slice |", "| --- | --- | --- | --- |"]
+    for name, row in results["samplers"].items():
+        lines.append(f"| {name} | {row['mmd']:.3f} | {row['frechet']:.2f} | {row['seconds_per_slice']:.2f} |")
+    floor = next(iter(results["samplers"].values()))
+    lines += [f"| real vs real (same findings, other subjects) | {floor['mmd_real_vs_real']:.3f} | "
+              f"{floor['frechet_real_vs_real']:.2f} | |", "", "![examples](preview_examples.png)", ""]
+    with atomic_path(out / "preview.md", overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines))
+    preview_png(examples, out / "preview_examples.png", overwrite=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="preview model folder (default: the embedded one)")
+    parser.add_argument("--out", type=Path, default=Path("evaluation/slices/preview"))
+    parser.add_argument("--n", type=int, default=60, help="held-out reports")
+    parser.add_argument("--n-analyzer", type=int, default=40, help="real slices for the analyzer check")
+    args = parser.parse_args()
+    pipe = SlicePreviewPipeline.from_pretrained(args.model)
+    cases = heldout_reports(args.n)
+    results = {"model": str(args.model or "embedded"), "analyzer": analyzer_check(args.n_analyzer)}
+    print("analyzer", results["analyzer"], flush=True)
+    results["fidelity"], previews = fidelity(pipe, cases, 4)
+    print("fidelity", results["fidelity"], flush=True)
+    results["samplers"] = sampler_table(pipe, cases, previews)
+    print("samplers", results["samplers"], flush=True)
+    shown = next((r for r in previews if (r.labels >= FIRST_LESION_LABEL).any()), previews[0])
+    write(args.out, results, shown)
+
+
+if __name__ == "__main__":
+    main()

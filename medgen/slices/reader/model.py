@@ -1,0 +1,123 @@
+"""LLaVA-style slice reader: transformers `LlavaForConditionalGeneration` built from small configs, a CLIP
+vision tower (one input channel, the slice CLIP's architecture), a two-layer GELU projector and a small Llama
+causal LM with its own BPE tokenizer trained on medgen's report corpus (EN + ZH).
+
+A prompt is ``<s>`` + `n_image_tokens` ``<image>`` tokens (replaced by the projected patch features) + the
+text; answers end with ``</s>``. Saved as a folder: the transformers model (config.json +
+model.safetensors), tokenizer.json and slice_reader.json (window, image size, what it was trained on).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgen.errors import InputFileError
+from medgen.volume import LUNG_WINDOW
+
+CONFIG_NAME = "slice_reader.json"
+SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+VISION = {"patch_size": 16, "hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+          "intermediate_size": 512}
+TEXT = {"hidden_size": 192, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
+        "max_position_embeddings": 256}
+
+
+def train_tokenizer(texts, vocab_size: int = 1500):
+    """BPE on NFKC text, digits one per token (sizes generalise), CJK characters as their own words."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(r"[\u4e00-\u9fff]", behavior="isolated"),
+        pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)])
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>", additional_special_tokens=["<image>"])
+
+
+def build_llava(tokenizer, image_size: int = 128, vision: dict | None = None, text: dict | None = None):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision_config = CLIPVisionConfig(image_size=image_size, num_channels=1, **{**VISION, **(vision or {})})
+    text_config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              num_key_value_heads=(text or TEXT).get("num_attention_heads", 4),
+                              **{**TEXT, **(text or {})})
+    patches = (image_size // vision_config.patch_size) ** 2
+    config = LlavaConfig(vision_config=vision_config, text_config=text_config,
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=patches,
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    return LlavaForConditionalGeneration(config)
+
+
+class SliceReader(torch.nn.Module):
+    """`read(hu_slices, questions)` -> answers; the model owns its preprocessing (lung window, resize)."""
+
+    def __init__(self, model, tokenizer, config: dict):
+        super().__init__()
+        self.model, self.tokenizer, self.config = model, tokenizer, dict(config)
+        self.n_image_tokens = (int(config["image_size"]) // model.config.vision_config.patch_size) ** 2
+
+    @classmethod
+    def new(cls, texts, *, image_size: int = 128, vision=None, text=None, vocab_size: int = 1500) -> SliceReader:
+        tokenizer = train_tokenizer(texts, vocab_size)
+        config = {"image_size": image_size, "window": list(LUNG_WINDOW), "training": {}}
+        return cls(build_llava(tokenizer, image_size, vision, text), tokenizer, config)
+
+    @classmethod
+    def from_pretrained(cls, path) -> SliceReader:
+        from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
+
+        folder = Path(path).expanduser()
+        if not (folder / CONFIG_NAME).is_file():
+            raise InputFileError(folder, f"not a slice reader folder (no {CONFIG_NAME}); train one with "
+                                         "`medgen train slices reader` or use the embedded default")
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), pad_token="<pad>",
+                                            bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                            additional_special_tokens=["<image>"])
+        model = LlavaForConditionalGeneration.from_pretrained(folder).eval()
+        return cls(model, tokenizer, config)
+
+    def save_pretrained(self, path, *, overwrite: bool = False) -> Path:
+        from medgen.io.atomic import atomic_dir
+
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, default=float) + "\n")
+        return Path(path)
+
+    def pixels(self, hu_slices) -> torch.Tensor:
+        """(B, 1, S, S) model input from 2D HU arrays (any size; display orientation)."""
+        from medgen.slices.data import slice_transform
+
+        transform = slice_transform(tuple(self.config["window"]), int(self.config["image_size"]))
+        return torch.stack([transform(np.asarray(hu, np.float32)) for hu in hu_slices])
+
+    def prompt_ids(self, text: str) -> list[int]:
+        image = self.tokenizer.convert_tokens_to_ids("<image>")
+        return [self.tokenizer.bos_token_id] + [image] * self.n_image_tokens + self.tokenizer.encode(
+            text, add_special_tokens=False)
+
+    @torch.no_grad()
+    def read(self, hu_slices, questions: list[str], max_new_tokens: int = 8) -> list[list[str]]:
+        """Greedy answers: one list (per question) per slice. Prompts of one question share a batch."""
+        pixels = self.pixels(hu_slices)
+        out = [[""] * len(questions) for _ in range(len(pixels))]
+        for q, question in enumerate(questions):
+            ids = torch.tensor([self.prompt_ids(f"Q: {question} A:")] * len(pixels))
+            generated = self.model.generate(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids),
+                                            max_new_tokens=max_new_tokens, do_sample=False,
+                                            pad_token_id=self.tokenizer.pad_token_id,
+                                            eos_token_id=self.tokenizer.eos_token_id)
+            for b, row in enumerate(generated[:, ids.shape[1]:]):
+                out[b][q] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        return out

@@ -1,0 +1,125 @@
+"""medgen.slices.reader: LLaVA-style slice reader (questions, tiny model, stages, describe, CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medgen.cli.main import main
+from medgen.data.findings import Findings, Lesion
+from medgen.data.phantom import make_phantom
+from medgen.io import save_nifti
+from medgen.slices.preview.data import build_pairs
+from medgen.slices.reader.describe import describe_volume, lung_slices, summarize
+from medgen.slices.reader.evaluate import evaluate_slice_reader, score_answers
+from medgen.slices.reader.model import SliceReader
+from medgen.slices.reader.questions import KEYS, answers, findings_from_answers
+from medgen.slices.reader.recipe import corpus
+from medgen.slices.reader.train import IGNORE, image_batch, train_stages
+
+TINY_TEXT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 128}
+TINY_VISION = {"patch_size": 32, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "intermediate_size": 64}
+SLICE = {"lesions": [{"side": "left", "lobe": "left_lower", "size_mm": 31.4, "type": "ground-glass"}],
+         "effusion": "right"}
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_answers_parse_back_to_the_same_findings(language):
+    read = findings_from_answers(answers(SLICE, language), language)
+    assert read == {"lesion": True, "side": "left", "lobe": "left_lower", "size_mm": 31.0, "type": "ground-glass",
+                    "effusion": "right"}
+    assert all(score_answers(SLICE, read).values())
+    none = findings_from_answers(answers({"lesions": [], "effusion": None}, language), language)
+    assert none == {"lesion": False, "side": None, "lobe": None, "size_mm": None, "type": None, "effusion": None}
+
+
+def test_part_solid_is_not_read_as_solid():
+    read = findings_from_answers({"presence": "yes", "type": "part-solid", "size": "12 mm"}, "en")
+    assert read["type"] == "part-solid" and read["size_mm"] == 12.0
+    assert findings_from_answers({"presence": "有", "type": "部分实性"}, "zh")["type"] == "part-solid"
+
+
+def test_size_within_30_percent_counts():
+    truth = {"lesions": [{"side": "right", "lobe": "right_upper", "size_mm": 20.0, "type": "solid"}],
+             "effusion": None}
+    near = {"lesion": True, "side": "right", "lobe": "right_upper", "size_mm": 25.9, "type": "solid", "effusion": None}
+    assert score_answers(truth, near)["size"]
+    assert not score_answers(truth, {**near, "size_mm": 26.5})["size"]
+    assert not score_answers(truth, {**near, "side": "left"})["side"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pairs = build_pairs(2, seed0=11, extra=1, size=64, progress=False)
+    texts = corpus(pairs, 20)
+    reader = SliceReader.new(texts, image_size=64, vision=TINY_VISION, text=TINY_TEXT, vocab_size=300)
+    record = train_stages(reader, pairs, texts, lm_steps=2, align_steps=2, instruct_steps=3, batch_size=2,
+                          progress=False)
+    folder = tmp_path_factory.mktemp("slice_reader") / "reader"
+    reader.save_pretrained(folder)
+    return reader, record, folder, pairs
+
+
+def test_stages_train_the_parts_llava_trains(tiny):
+    _, record, _, _ = tiny
+    assert record["stage0_lm"]["trained"] == ["lm"]
+    assert record["stage1_align"]["trained"] == ["projector"]
+    assert record["stage2_instruct"]["trained"] == ["vision", "projector", "lm"]
+    assert all(np.isfinite(record[s]["loss_last50"]) for s in ("stage0_lm", "stage1_align", "stage2_instruct"))
+
+
+def test_image_batch_masks_prompt_and_image_positions(tiny):
+    reader = tiny[0]
+    ids, labels, mask = image_batch(reader, ["Q: Is there a lesion? A:"], ["yes"])
+    n_prompt = len(reader.prompt_ids("Q: Is there a lesion? A:"))
+    assert (labels[0, :n_prompt] == IGNORE).all() and (labels[0, n_prompt:] != IGNORE).all()
+    assert int(labels[0, -1]) == reader.tokenizer.eos_token_id and mask.all()
+    assert int((ids == reader.tokenizer.convert_tokens_to_ids("<image>")).sum()) == reader.n_image_tokens == 4
+
+
+def test_saved_reader_answers_like_the_trained_one(tiny):
+    reader, _, folder, pairs = tiny
+    loaded = SliceReader.from_pretrained(folder)
+    hu = [pairs.image[0].astype(np.float32) * 1024.0]
+    assert loaded.read(hu, ["Is there a lesion?"]) == reader.read(hu, ["Is there a lesion?"])
+    scores = evaluate_slice_reader(loaded, hu * 2, [pairs.findings[0]] * 2)
+    assert scores["en"]["n"] == 2 and set(scores["bars"]) == {f"{lang}_{k}" for lang in ("en", "zh")
+                                                            for k in ("presence", "side", "lobe", "size", "type",
+                                                                      "effusion")}
+
+
+def test_describe_reads_lung_slices_and_summarizes(tiny, tmp_path):
+    reader = tiny[0]
+    case = make_phantom(Findings([Lesion("right_upper", 30.0, 0.9)]), shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0),
+                        seed=3)
+    indices = lung_slices(case.image, 4)
+    assert len(indices) == 4 and all(0 <= i < 32 for i in indices)
+    description = describe_volume(reader, case.image, labels=case.labels, n_slices=3)
+    assert len(description.slices) >= 1 and all(set(s["answers"]) == set(KEYS) for s in description.slices)
+    assert description.text.endswith(".")
+    slices = [{"z_mm": 5.0, "answers": answers(SLICE, "en"), "findings": findings_from_answers(answers(SLICE, "en"), "en")}]
+    summary, text = summarize(slices, "en")
+    assert summary["lesion"]["lobe"] == "left_lower" and summary["effusion"] == "right"
+    assert text == "A 31 mm ground-glass lesion in the left lower lobe; right pleural effusion."
+    with pytest.raises(ValueError, match="no lung"):
+        lung_slices(case.image.with_array(np.full((64, 64, 32), 40.0, np.float32)), 3)
+
+
+def test_cli_describe(tiny, tmp_path, capsys):
+    _, _, folder, _ = tiny
+    case = make_phantom(None, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), seed=4)
+    volume = tmp_path / "v.nii.gz"
+    save_nifti(case.image, volume)
+    out = tmp_path / "d.json"
+    assert main(["describe", str(volume), "--model", str(folder), "--out", str(out), "--n-slices", "2"]) == 0
+    data = json.loads(out.read_text())
+    assert len(data["slices"]) == 2 and "summary" in data
+    assert main(["describe", str(volume), "--model", str(folder), "--out", str(out)]) == 2
+    assert "output exists" in capsys.readouterr().err
+    assert main(["describe", str(tmp_path / "missing.nii.gz"), "--model", str(folder)]) == 2
+    assert main(["describe", str(volume), "--model", str(tmp_path)]) == 2
+    assert "not a slice reader folder" in capsys.readouterr().err
