@@ -198,3 +198,15 @@ def test_guidance_default_evaluates_two_branches():
 
     assert active_branches(DEFAULT_GUIDANCE, True) == ("uncond", "full")
     assert active_branches(Guidance(text=3.0, density=2.0), True) == ("uncond", "text", "full")
+
+
+def test_fp16_saved_weights_load_as_float32(tiny_model, tmp_path):
+    model = SlicePreviewModel.from_pretrained(tiny_model[0])
+    reference = {k: v.clone() for k, v in model.base.state_dict().items()}
+    model.base.to(torch.float16)
+    model.save_pretrained(tmp_path / "half", parts={"text_encoder": str(tiny_model[0] / "text_encoder"),
+                                                    "reader": str(tiny_model[0] / "reader")})
+    loaded = SlicePreviewModel.from_pretrained(tmp_path / "half")
+    for name, value in loaded.base.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.allclose(value, reference[name], rtol=1e-3, atol=1e-4)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from medgen.cli.main import main
 from medgen.data.findings import Findings, Lesion
@@ -123,3 +124,23 @@ def test_cli_describe(tiny, tmp_path, capsys):
     assert main(["describe", str(tmp_path / "missing.nii.gz"), "--model", str(folder)]) == 2
     assert main(["describe", str(volume), "--model", str(tmp_path)]) == 2
     assert "not a slice reader folder" in capsys.readouterr().err
+
+
+def test_vision_tower_starts_from_the_slice_clip(tiny):
+    from medgen.slices.clip import SliceCLIP
+    from medgen.text import TextEncoder
+    from medgen.pipelines.default_model import default_model_path
+
+    texts = corpus(tiny[3], 5)
+    reader = SliceReader.new(texts, image_size=64, vision=TINY_VISION, text=TINY_TEXT, vocab_size=200)
+    clip = SliceCLIP(TextEncoder.from_pretrained(str(default_model_path() / "text_encoder")), vision=TINY_VISION,
+                     image_size=64)
+    reader.init_vision_from_clip(clip)
+    for a, b in zip(reader.model.model.vision_tower.state_dict().values(), clip.heads.vision.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert reader.config["vision_init"] == "slice CLIP"
+    other = SliceCLIP(TextEncoder.from_pretrained(str(default_model_path() / "text_encoder")), vision=TINY_VISION,
+                      image_size=32)
+    with pytest.raises(ValueError, match="another configuration"):
+        reader.init_vision_from_clip(other)

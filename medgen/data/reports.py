@@ -27,6 +27,7 @@ from medgen.data import (
     report_families_clinical_en,
     report_families_clinical_zh,
     report_families_en,
+    report_families_plain,
     report_families_zh,
 )
 from medgen.data.findings import Findings
@@ -37,7 +38,8 @@ __all__ = ["HEDGING_FAMILIES", "LANGUAGES", "PHRASING_FAMILIES", "Report", "fami
 LANGUAGES = ("en", "zh")
 SPLITS = ("train", "heldout")
 
-_MODULES = (report_families_en, report_families_clinical_en, report_families_zh, report_families_clinical_zh)
+_MODULES = (report_families_en, report_families_clinical_en, report_families_plain, report_families_zh,
+            report_families_clinical_zh)
 _RENDERERS = {name: render for module in _MODULES for name, render in (*module.TRAIN.items(), *module.HELDOUT.items())}
 # Family ids ("en.sectioned", "zh.windows", ...) per split; the language is the id's prefix.
 PHRASING_FAMILIES: dict[str, tuple[str, ...]] = {

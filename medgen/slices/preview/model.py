@@ -120,9 +120,11 @@ class SlicePreviewModel(torch.nn.Module):
             if not where.is_dir():
                 raise InputFileError(folder, f"the preview's {name} folder {where} is missing")
         text = cls.text_encoder_from(sources["text_encoder"], sources["reader"])
-        vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
-        base = UNet2DConditionModel.from_pretrained(folder / "base").eval()
-        refiner = (UNet2DConditionModel.from_pretrained(folder / "refiner").eval()
+        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
+        base = UNet2DConditionModel.from_pretrained(folder / "base", torch_dtype=torch.float32,
+                                                    low_cpu_mem_usage=False).eval()
+        refiner = (UNet2DConditionModel.from_pretrained(folder / "refiner", torch_dtype=torch.float32,
+                                                      low_cpu_mem_usage=False).eval()
                    if (folder / "refiner").is_dir() else None)
         return cls(vae, base, text, config, refiner, sources)
 

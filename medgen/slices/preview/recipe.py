@@ -55,7 +55,7 @@ def train_preview_model(out, *, text_encoder_dir, reader_dir, anatomy_bank_dir=N
         (work / "record.json").write_text(json.dumps(record, indent=2) + "\n")
 
     if (work / "vae").is_dir():
-        vae = AutoencoderKL.from_pretrained(work / "vae").eval()
+        vae = AutoencoderKL.from_pretrained(work / "vae", low_cpu_mem_usage=False).eval()
     else:
         vae = build_vae(options["vae_channels"], options["latent_channels"])
         record["vae"] = train_vae(vae, pairs, steps=options["vae_steps"], batch_size=options["vae_batch"])
@@ -76,7 +76,7 @@ def train_preview_model(out, *, text_encoder_dir, reader_dir, anatomy_bank_dir=N
         if steps == 0:
             continue
         if (work / name).is_dir():
-            unets[name] = UNet2DConditionModel.from_pretrained(work / name).eval()
+            unets[name] = UNet2DConditionModel.from_pretrained(work / name, low_cpu_mem_usage=False).eval()
             continue
         torch.manual_seed(0)
         unets[name] = build_unet(options["latent_channels"], options["size"] // factor, text.hidden_size,

@@ -83,8 +83,21 @@ class SliceReader(torch.nn.Module):
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), pad_token="<pad>",
                                             bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                             additional_special_tokens=["<image>"])
-        model = LlavaForConditionalGeneration.from_pretrained(folder).eval()
+        model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
         return cls(model, tokenizer, config)
+
+    def init_vision_from_clip(self, clip) -> None:
+        """Start the vision tower from a `medgen.slices.clip.SliceCLIP`'s image tower (as LLaVA starts from
+        CLIP); the towers must share a configuration and the window."""
+        tower = self.model.model.vision_tower
+        source = clip.heads.vision
+        if source.config.to_dict().get("hidden_size") != tower.config.hidden_size or \
+                clip.config["image_size"] != self.config["image_size"]:
+            raise ValueError("the slice CLIP's image tower has another configuration than this reader's")
+        if list(clip.config["window"]) != list(self.config["window"]):
+            raise ValueError(f"the slice CLIP reads window {clip.config['window']}, this reader {self.config['window']}")
+        tower.load_state_dict(source.state_dict())
+        self.config["vision_init"] = "slice CLIP"
 
     def save_pretrained(self, path, *, overwrite: bool = False) -> Path:
         from medgen.io.atomic import atomic_dir

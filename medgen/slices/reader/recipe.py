@@ -36,7 +36,8 @@ def held_out_slices(n: int):
     return [img.astype(np.float32) * 1024.0 for img in pairs.image], pairs.findings
 
 
-def train_slice_reader(out, *, pairs_path=None, overwrite: bool = False, **options) -> dict:
+def train_slice_reader(out, *, pairs_path=None, clip=None, overwrite: bool = False, **options) -> dict:
+    """Train and save a slice reader; `clip`: a SliceCLIP folder whose image tower starts the vision tower."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -45,6 +46,10 @@ def train_slice_reader(out, *, pairs_path=None, overwrite: bool = False, **optio
              else build_pairs(options["n_subjects"], seed0=TRAIN_SEED0))
     texts = corpus(pairs, options["n_reports"])
     reader = SliceReader.new(texts, vocab_size=options["vocab_size"])
+    if clip is not None:
+        from medgen.slices.clip import SliceCLIP
+
+        reader.init_vision_from_clip(SliceCLIP.from_pretrained(clip))
     record = train_stages(reader, pairs, texts, lm_steps=options["lm_steps"], align_steps=options["align_steps"],
                           instruct_steps=options["instruct_steps"], batch_size=options["batch_size"],
                           train_vision=options["train_vision"])
