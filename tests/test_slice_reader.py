@@ -127,9 +127,9 @@ def test_cli_describe(tiny, tmp_path, capsys):
 
 
 def test_vision_tower_starts_from_the_slice_clip(tiny):
+    from medgen.pipelines.default_model import default_model_path
     from medgen.slices.clip import SliceCLIP
     from medgen.text import TextEncoder
-    from medgen.pipelines.default_model import default_model_path
 
     texts = corpus(tiny[3], 5)
     reader = SliceReader.new(texts, image_size=64, vision=TINY_VISION, text=TINY_TEXT, vocab_size=200)
