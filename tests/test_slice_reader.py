@@ -144,3 +144,23 @@ def test_vision_tower_starts_from_the_slice_clip(tiny):
                       image_size=32)
     with pytest.raises(ValueError, match="another configuration"):
         reader.init_vision_from_clip(other)
+
+
+def test_second_opinion_scores_reader_and_analyzer_against_truth_and_each_other(tiny):
+    from types import SimpleNamespace
+
+    from medgen.evaluation.second_opinion import second_opinion, second_opinion_markdown
+
+    cases, generated = [], {}
+    for i, findings in enumerate([Findings([Lesion("right_upper", 32.0, 0.9)]), Findings()]):
+        case = make_phantom(findings, shape=64, spacing=5.0, seed=20 + i)
+        cases.append(SimpleNamespace(findings=case.findings))
+        generated[(i, 3)] = case.image
+        generated[(i, 4)] = case.image  # a second seed: only the first seed is read
+    out = second_opinion(tiny[0], cases, generated, n_slices=2)
+    assert out["n"] == 2 and out["seed"] == 3
+    assert out["analyzer_vs_truth"]["lesion"] == 1.0 and out["analyzer_vs_truth"]["effusion"] == 1.0
+    reader_right = out["reader_vs_truth"]["lesion"]
+    # on real phantoms the analyzer is right, so agreeing with it is being right
+    assert out["agreement"]["lesion"] == reader_right
+    assert second_opinion_markdown(out)[0] == "## Second opinion: slice reader beside the HU analyzer"

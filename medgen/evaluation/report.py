@@ -217,6 +217,10 @@ def write_outputs(results: dict, out_dir) -> dict[str, Path]:
     for key, render in sections:
         if key in results:
             lines += render(results[key])
+    if "second_opinion" in results:
+        from medgen.evaluation.second_opinion import second_opinion_markdown
+
+        lines += second_opinion_markdown(results["second_opinion"])
     lines += [f"![{p}]({p})\n" for p in plots]
     with atomic_path(out_dir / "summary.md") as tmp:
         Path(tmp).write_text("\n".join(lines), encoding="utf-8")

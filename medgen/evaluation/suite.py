@@ -290,6 +290,15 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     t0 = time.perf_counter()
     results["realism"] = _realism(cases, generated, settings.seeds, real_b, model)
     lap("realism", t0)
+    slice_reader_dir = Path(model_dir) / "slice_reader"
+    if slice_reader_dir.is_dir():  # a second, learned opinion on what the volumes show
+        from medgen.evaluation.second_opinion import second_opinion
+        from medgen.slices.reader.model import SliceReader
+
+        say("5b/6 second opinion: the slice reader beside the HU analyzer")
+        t0 = time.perf_counter()
+        results["second_opinion"] = second_opinion(SliceReader.from_pretrained(slice_reader_dir), cases, generated)
+        lap("second_opinion", t0)
     # 6. Speed and memory
     say("6/6 speed and memory")
     t0 = time.perf_counter()
