@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medgen.layout.labels import CHANNELS
+from medgen.slices.optim import one_cycle_adamw, optimizer_step
 from medgen.slices.preview.data import PreviewPairs, batch_inputs
 from medgen.volume import HU_WINDOW
 
@@ -42,8 +43,7 @@ def train_vae(vae, pairs: PreviewPairs, *, steps: int, batch_size: int = 16, lr:
         raise ValueError(f"`steps` and `batch_size` must be >= 1, got {steps}, {batch_size}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    optimizer, schedule, params = one_cycle_adamw(vae.parameters(), lr=lr, steps=steps)
     vae.train()
     losses, start = [], time.time()
     for _ in tqdm(range(steps), desc="preview autoencoder", unit="step", disable=not progress):
@@ -52,12 +52,7 @@ def train_vae(vae, pairs: PreviewPairs, *, steps: int, batch_size: int = 16, lr:
         recon = vae.decode(posterior.sample()).sample
         weights = finding_weights(batch["layout"], finding_weight)
         loss = (weights * (recon - batch["image"]).abs()).sum() / weights.sum() + kl * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(loss, optimizer, schedule, params))
     vae.eval()
     return {"steps": steps, "loss_first": losses[0], "loss_last50": float(np.mean(losses[-50:])),
             "seconds": round(time.time() - start, 1)}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medgen.slices.optim import one_cycle_adamw, optimizer_step
 from medgen.slices.preview.autoencoder import vae_encode
 from medgen.slices.preview.data import PreviewPairs, batch_inputs
 from medgen.slices.preview.model import SlicePreviewModel, pool_to_latent, predict_noise
@@ -52,8 +53,7 @@ def train_unet(model: SlicePreviewModel, unet, pairs: PreviewPairs, *, steps: in
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     scheduler = noise_schedule(model.config)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    optimizer, schedule, params = one_cycle_adamw(unet.parameters(), lr=lr, steps=steps, weight_decay=1e-4)
     model.vae.eval()
     unet.train()
     losses, start = [], time.time()
@@ -67,12 +67,7 @@ def train_unet(model: SlicePreviewModel, unet, pairs: PreviewPairs, *, steps: in
         t = torch.randint(low, high, (batch_size,))
         noisy = scheduler.add_noise(latents, noise, t)
         loss = torch.nn.functional.mse_loss(predict_noise(unet, noisy, t, layout, conditions, batch["micro"]), noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(loss, optimizer, schedule, params))
     unet.eval()
     return {"steps": steps, "batch_size": batch_size, "lr": lr, "t_range": [low, high],
             "loss_first50": float(np.mean(losses[:50])), "loss_last50": float(np.mean(losses[-50:])),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medgen.slices.optim import one_cycle_adamw, optimizer_step
 from medgen.slices.reader.model import SliceReader
 from medgen.slices.reader.questions import KEYS, QUESTIONS, answers
 
@@ -66,21 +67,13 @@ def _set_trainable(reader: SliceReader, parts: tuple[str, ...]) -> list[torch.nn
 
 
 def _loop(reader, make_batch, *, steps, lr, parts, name, progress, seed):
-    params = _set_trainable(reader, parts)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    optimizer, schedule, params = one_cycle_adamw(_set_trainable(reader, parts), lr=lr, steps=steps, weight_decay=0.01)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     reader.model.train()
     losses, start = [], time.time()
     for _ in tqdm(range(steps), desc=f"slice reader {name}", unit="step", disable=not progress):
-        loss = reader.model(**make_batch(rng)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(reader.model(**make_batch(rng)).loss, optimizer, schedule, params))
     reader.model.eval()
     return {"steps": steps, "lr": lr, "trained": list(parts), "loss_first50": float(np.mean(losses[:50])),
             "loss_last50": float(np.mean(losses[-50:])), "seconds": round(time.time() - start, 1)}
