@@ -38,6 +38,7 @@ from medgen.slices.sources import EVAL_SEED0
 from medgen.volume import Volume, density_to_hu
 
 CONFIGS = {"base+refiner, DPM++ 2M Karras 20": ("dpmpp-2m-karras", 20, True),
+           "base+refiner, DPM++ 2M Karras 12": ("dpmpp-2m-karras", 12, True),
            "base, DPM++ 2M Karras 20": ("dpmpp-2m-karras", 20, False),
            "base+refiner, DDIM 50": ("ddim", 50, True),
            "base, DDIM 50": ("ddim", 50, False)}
@@ -92,12 +93,13 @@ def real_slice(pipe: SlicePreviewPipeline, report: str, layout, seed: int, *, ot
     return _display(np.asarray(case.image.array)[:, :, index]).astype(np.float32)
 
 
-def fidelity(pipe: SlicePreviewPipeline, cases, n_candidates: int) -> tuple[dict, list]:
+def fidelity(pipe: SlicePreviewPipeline, cases, n_candidates: int, steps: int | None = None) -> tuple[dict, list]:
     times, lesion_rows, fluid_rows, results = [], [], [], []
-    pipe(cases[0][0], n=n_candidates, seed=0)  # warm-up
+    options = {} if steps is None else {"steps": steps}
+    pipe(cases[0][0], n=n_candidates, seed=0, **options)  # warm-up
     for i, (report, language, truth) in enumerate(cases):
         start = time.perf_counter()
-        result = pipe(report, n=n_candidates, seed=i)
+        result = pipe(report, n=n_candidates, seed=i, **options)
         times.append(time.perf_counter() - start)
         results.append(result)
         truth_sides = {lesion.lobe.split("_")[0] for lesion in truth.lesions}
@@ -107,11 +109,15 @@ def fidelity(pipe: SlicePreviewPipeline, cases, n_candidates: int) -> tuple[dict
             for lesion in scored["lesions"]:
                 side = laid[lesion["label"] - FIRST_LESION_LABEL].lobe.split("_")[0]
                 lesion_rows.append({"language": language, "present": lesion["present"],
+                                    "drawn_on_layout_side": lesion["present"] and lesion["on_side"],
                                     "reported_side": lesion["present"] and lesion["on_side"] and side in truth_sides,
                                     "hu_error": abs(lesion["median_hu"] - density_to_hu(
                                         laid[lesion["label"] - FIRST_LESION_LABEL].density))})
             fluid_rows += [{"language": language, "present": f["present"]} for f in scored["effusion"]]
-    out = {"n_reports": len(cases), "candidates": n_candidates,
+    import inspect
+
+    default_steps = inspect.signature(type(pipe).__call__).parameters["steps"].default
+    out = {"n_reports": len(cases), "candidates": n_candidates, "steps": steps or default_steps,
            "seconds_per_call_median": float(np.median(times)), "seconds_per_call_p90": float(np.percentile(times, 90))}
     for language in ("all", "en", "zh"):
         rows = [r for r in lesion_rows if language in ("all", r["language"])]
@@ -119,6 +125,7 @@ def fidelity(pipe: SlicePreviewPipeline, cases, n_candidates: int) -> tuple[dict
         out[language] = {"lesion_previews": len(rows),
                          "present_pct": 100 * np.mean([r["present"] for r in rows]) if rows else None,
                          "reported_side_pct": 100 * np.mean([r["reported_side"] for r in rows]) if rows else None,
+                         "layout_side_pct": 100 * np.mean([r["drawn_on_layout_side"] for r in rows]) if rows else None,
                          "lesion_hu_error_median": float(np.median([r["hu_error"] for r in rows])) if rows else None,
                          "effusion_sides": len(fluid),
                          "effusion_present_pct": 100 * np.mean([r["present"] for r in fluid]) if fluid else None}
@@ -127,11 +134,21 @@ def fidelity(pipe: SlicePreviewPipeline, cases, n_candidates: int) -> tuple[dict
 
 def sampler_table(pipe: SlicePreviewPipeline, cases, results) -> dict:
     pixel = pipe.fov_mm / int(pipe.model.config["size"])
-    real, real_b = [], []
+    import torch
+
+    from medgen.slices.preview.autoencoder import HU_PER_UNIT, vae_decode, vae_encode
+
+    real, real_b, recon = [], [], []
     for i, (result, (report, _, _)) in enumerate(zip(results, cases, strict=True)):
-        real.append(slice_features(real_slice(pipe, report, result.layout, i), pixel))
+        hu = real_slice(pipe, report, result.layout, i)
+        real.append(slice_features(hu, pixel))
         real_b.append(slice_features(real_slice(pipe, report, result.layout, i, other_subject=True), pixel))
-    table = {}
+        with torch.no_grad():  # the autoencoder's ceiling: the real slice through encode + decode
+            image = torch.from_numpy(np.clip(hu / HU_PER_UNIT, -1, 1))[None, None]
+            back = vae_decode(pipe.model.vae, vae_encode(pipe.model.vae, image, pipe.model.scale), pipe.model.scale)
+        recon.append(slice_features(back[0, 0].numpy() * HU_PER_UNIT, pixel))
+    table = {"autoencoder reconstruction of the real slices (ceiling)": {
+        **compare_feature_sets(np.stack(real), np.stack(recon), np.stack(real_b)), "seconds_per_slice": float("nan")}}
     for name, (sampler, steps, refiner) in CONFIGS.items():
         features, seconds = [], []
         for i, (report, _, _) in enumerate(cases):
@@ -160,19 +177,27 @@ def write(out: Path, results: dict, examples) -> None:
              f"sides). On another subject's layout a lesion reads present {a['present_on_other_subject_pct']:.1f} % "
              "of the time (the analyzer's chance level).", "",
              "## Preview fidelity (bars: present >= 90 %, reported side >= 95 %; time <= 1 s for 4 at 128 px)", "",
-             "| language | lesion previews | present % | on reported side % | lesion HU error (median) | "
-             "effusion sides | effusion present % |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| language | lesion previews | present % | on the layout's side % | on reported side % | "
+             "lesion HU error (median) | effusion sides | effusion present % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def cell(value, digits=1):
+        return "–" if value is None else f"{value:.{digits}f}"
+
     for language in ("all", "en", "zh"):
         r = f[language]
-        lines.append(f"| {language} | {r['lesion_previews']} | {r['present_pct']:.1f} | {r['reported_side_pct']:.1f} | "
-                     f"{r['lesion_hu_error_median']:.0f} | {r['effusion_sides']} | "
-                     f"{r['effusion_present_pct'] if r['effusion_present_pct'] is None else round(r['effusion_present_pct'], 1)} |")
-    lines += ["", f"Warm time per call (4 candidates, 128 px, reader + layout + sampling + decoding): median "
+        lines.append(f"| {language} | {r['lesion_previews']} | {cell(r['present_pct'])} | {cell(r['layout_side_pct'])} "
+                     f"| {cell(r['reported_side_pct'])} "
+                     f"| {cell(r['lesion_hu_error_median'], 0)} | {r['effusion_sides']} | "
+                     f"{cell(r['effusion_present_pct'])} |")
+    lines += ["", f"Warm time per call ({f['candidates']} candidates at 128 px, DPM++ 2M Karras {f['steps']} steps with the "
+                  "refiner; reader + layout + sampling + decoding): median "
                   f"{f['seconds_per_call_median']:.2f} s, p90 {f['seconds_per_call_p90']:.2f} s.", "",
               "## Sampler and refiner (one candidate per report; realism vs real slices of the same layouts)", "",
               "| configuration | MMD | Fréchet | s / slice |", "| --- | --- | --- | --- |"]
     for name, row in results["samplers"].items():
-        lines.append(f"| {name} | {row['mmd']:.3f} | {row['frechet']:.2f} | {row['seconds_per_slice']:.2f} |")
+        seconds = row["seconds_per_slice"]
+        lines.append(f"| {name} | {row['mmd']:.3f} | {row['frechet']:.2f} | "
+                     f"{'–' if np.isnan(seconds) else f'{seconds:.2f}'} |")
     floor = next(iter(results["samplers"].values()))
     lines += [f"| real vs real (same findings, other subjects) | {floor['mmd_real_vs_real']:.3f} | "
               f"{floor['frechet_real_vs_real']:.2f} | |", "", "![examples](preview_examples.png)", ""]
@@ -187,12 +212,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("evaluation/slices/preview"))
     parser.add_argument("--n", type=int, default=60, help="held-out reports")
     parser.add_argument("--n-analyzer", type=int, default=40, help="real slices for the analyzer check")
+    parser.add_argument("--steps", type=int, default=None, help="preview steps for the fidelity part (default: the pipeline's)")
     args = parser.parse_args()
     pipe = SlicePreviewPipeline.from_pretrained(args.model)
     cases = heldout_reports(args.n)
     results = {"model": str(args.model or "embedded"), "analyzer": analyzer_check(args.n_analyzer)}
     print("analyzer", results["analyzer"], flush=True)
-    results["fidelity"], previews = fidelity(pipe, cases, 4)
+    results["fidelity"], previews = fidelity(pipe, cases, 4, args.steps)
     print("fidelity", results["fidelity"], flush=True)
     results["samplers"] = sampler_table(pipe, cases, previews)
     print("samplers", results["samplers"], flush=True)
