@@ -149,7 +149,11 @@ def sampler_table(pipe: SlicePreviewPipeline, cases, results) -> dict:
         recon.append(slice_features(back[0, 0].numpy() * HU_PER_UNIT, pixel))
     table = {"autoencoder reconstruction of the real slices (ceiling)": {
         **compare_feature_sets(np.stack(real), np.stack(recon), np.stack(real_b)), "seconds_per_slice": float("nan")}}
-    for name, (sampler, steps, refiner) in CONFIGS.items():
+    configs = dict(CONFIGS)
+    if pipe.model.student is not None:  # distillation: the student at 8 steps vs the teacher at 8 steps undistilled
+        configs["distilled student, 8 steps (1 branch)"] = ("distilled", 8, False)
+        configs["base+refiner, DDIM 8 (not distilled)"] = ("ddim", 8, True)
+    for name, (sampler, steps, refiner) in configs.items():
         features, seconds = [], []
         for i, (report, _, _) in enumerate(cases):
             start = time.perf_counter()

@@ -24,7 +24,8 @@ from medgen.slices.preview.sampling import build_sampler
 DEFAULT = default_model_path()
 TINY = {"n_subjects": 2, "extra": 1, "size": 32, "vae_channels": [16, 16], "vae_steps": 2, "vae_batch": 2,
         "base_steps": 2, "refiner_steps": 2, "unet_batch": 2, "n_ceiling": 2,
-        "unet": {"block_out_channels": [16, 32], "attention_head_dim": 8, "time_embed_dim": 8}}
+        "unet": {"block_out_channels": [16, 32], "attention_head_dim": 8, "time_embed_dim": 8},
+        "student_steps": 2, "teacher_steps": 4, "distill_steps_per_round": 2}
 REPORT = "A 40 mm solid mass in the right lower lobe."
 
 
@@ -46,7 +47,8 @@ def test_recipe_records_every_stage_and_the_autoencoder_ceiling(tiny_model):
     config = json.loads((out / "preview.json").read_text())
     assert config["parts"] == {"text_encoder": "text_encoder", "reader": "reader", "anatomy_bank": "anatomy_bank"}
     assert config["factor"] == 2 and config["scale"] > 0
-    for part in ("vae", "base", "refiner", "text_encoder", "reader", "anatomy_bank"):
+    assert [r["student_steps"] for r in record["distillation"]] == [2]  # one round: 4 -> 2 steps
+    for part in ("vae", "base", "refiner", "student", "text_encoder", "reader", "anatomy_bank"):
         assert (out / part).is_dir()
 
 
@@ -210,3 +212,26 @@ def test_fp16_saved_weights_load_as_float32(tiny_model, tmp_path):
     for name, value in loaded.base.state_dict().items():
         assert value.dtype == torch.float32
         assert torch.allclose(value, reference[name], rtol=1e-3, atol=1e-4)
+
+
+def test_distillation_grid_and_ddim_move():
+    from medgen.slices.preview.distill import ddim_move, grid
+
+    assert grid(4, 1000) == [999, 749, 499, 249]
+    assert set(grid(2, 1000)) <= set(grid(4, 1000))  # every student point is a teacher point
+    x, eps = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    a_t, a_s = torch.full((2, 1, 1, 1), 0.3), torch.full((2, 1, 1, 1), 0.8)
+    z_t = a_t * x + (1 - a_t ** 2).sqrt() * eps
+    assert torch.allclose(ddim_move(z_t, eps, a_t, a_s), a_s * x + (1 - a_s ** 2).sqrt() * eps, atol=1e-5)
+    assert torch.allclose(ddim_move(z_t, eps, a_t, torch.ones_like(a_s)), x, atol=1e-5)  # alpha 1: clean
+
+
+def test_distilled_sampler_runs_one_branch_and_needs_a_student(tiny_model):
+    pipe = SlicePreviewPipeline.from_pretrained(tiny_model[0])
+    result = pipe(REPORT, n=2, seed=3, steps=2, sampler="distilled")
+    assert result.hu.shape == (2, 32, 32) and np.isfinite(result.hu).all()
+    pipe.model.student = None
+    with pytest.raises(ValueError, match="no distilled student"):
+        pipe(REPORT, n=1, steps=2, sampler="distilled")
+    with pytest.raises(ValueError, match="`sampler`"):
+        pipe(REPORT, n=1, sampler="euler")

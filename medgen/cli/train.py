@@ -157,8 +157,9 @@ def _register_slices(sub) -> None:
                         "(default: the embedded model)")
     p.add_argument("--work", type=Path, default=None,
                    help="folder of finished stages (default OUT.work); a rerun resumes from it")
-    for name in ("n_subjects", "vae_steps", "base_steps", "refiner_steps"):
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None)
+    for name in ("n_subjects", "vae_steps", "base_steps", "refiner_steps", "student_steps"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None,
+                       help="distilled student sampler steps (0 = none)" if name == "student_steps" else None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=run_slices_preview)
     r = models.add_parser("reader", help="LLaVA-style slice reader: LM, projector alignment, instruction tuning")
@@ -185,7 +186,8 @@ def run_slices_preview(args) -> int:
         if not args.config.is_file():
             raise FileNotFoundError(f"{args.config}: config file not found")
         options = yaml.safe_load(args.config.read_text()) or {}
-    options.update({k: getattr(args, k) for k in ("n_subjects", "vae_steps", "base_steps", "refiner_steps")
+    options.update({k: getattr(args, k) for k in ("n_subjects", "vae_steps", "base_steps", "refiner_steps",
+                                                  "student_steps")
                     if getattr(args, k) is not None})
     model = resolve_model_path(args.model)
     bank = model / "anatomy_bank"

@@ -12,8 +12,9 @@ refiner UNet, read through two text encoders.
 - Refiner: same design, trained only on the low-noise tail (t < `refiner_start`); sampling hands the base's
   latent to it there.
 
-Folder layout (`save_pretrained`): preview.json, vae/, base/, refiner/ (diffusers folders); the text encoders
-are named in preview.json by path relative to the folder (the embedded preview reuses the default model's).
+Folder layout (`save_pretrained`): preview.json, vae/, base/, refiner/, student/ (diffusers folders; the
+student is the optional distilled sampler); the text encoders, reader and anatomy bank are named in preview.json
+by path relative to the folder (the embedded preview reuses the default model's).
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ class SlicePreviewModel(torch.nn.Module):
     `sources` holds those folders' absolute paths while a model is built in memory.
     """
 
-    def __init__(self, vae, base, text_encoder, config: dict, refiner=None, sources: dict | None = None):
+    def __init__(self, vae, base, text_encoder, config: dict, refiner=None, sources: dict | None = None,
+                 student=None):
         super().__init__()
         self.vae, self.base, self.refiner, self.text_encoder = vae, base, refiner, text_encoder
+        self.student = student  # progressively distilled base (`medgen.slices.preview.distill`), or None
         self.config = dict(config)
         self.sources = dict(sources or {})
 
@@ -126,7 +129,10 @@ class SlicePreviewModel(torch.nn.Module):
         refiner = (UNet2DConditionModel.from_pretrained(folder / "refiner", torch_dtype=torch.float32,
                                                       low_cpu_mem_usage=False).eval()
                    if (folder / "refiner").is_dir() else None)
-        return cls(vae, base, text, config, refiner, sources)
+        student = (UNet2DConditionModel.from_pretrained(folder / "student", torch_dtype=torch.float32,
+                                                        low_cpu_mem_usage=False).eval()
+                   if (folder / "student").is_dir() else None)
+        return cls(vae, base, text, config, refiner, sources, student)
 
     def save_pretrained(self, path, *, overwrite: bool = False, parts: dict | None = None) -> Path:
         """Write preview.json, vae/, base/, refiner/ and copies of the text encoder, reader and anatomy bank
@@ -147,7 +153,8 @@ class SlicePreviewModel(torch.nn.Module):
             self.config["parts"] = dict(parts)
             self.vae.save_pretrained(tmp / "vae")
             self.base.save_pretrained(tmp / "base")
-            if self.refiner is not None:
-                self.refiner.save_pretrained(tmp / "refiner")
+            for name in ("refiner", "student"):
+                if getattr(self, name) is not None:
+                    getattr(self, name).save_pretrained(tmp / name)
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
         return path

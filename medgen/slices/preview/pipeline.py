@@ -24,7 +24,7 @@ from medgen.slices.data import SliceConfig, extract_slice, key_slice_index
 from medgen.slices.preview.autoencoder import HU_PER_UNIT, vae_decode
 from medgen.slices.preview.data import UNKNOWN_DENSITY, layout_slice, layout_tensor
 from medgen.slices.preview.model import SlicePreviewModel, pool_to_latent
-from medgen.slices.preview.sampling import sample_latents
+from medgen.slices.preview.sampling import SAMPLERS, sample_latents
 from medgen.volume import Volume
 
 DEPTH_MM = 5.0  # through-plane spacing of the preview's layout grid (64 slices, as the 3D default's FOV)
@@ -126,6 +126,8 @@ class SlicePreviewPipeline:
             raise ValueError("give a report or findings")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"`n` must be a positive number of candidates, got {n!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}")
         if density is not None and not 0.0 <= float(density) <= 1.0:
             raise ValueError(f"`density` must be in [0, 1], got {density}")
         warnings = []

@@ -19,7 +19,7 @@ DEFAULTS = {"n_subjects": 1200, "extra": 3, "size": 128, "vae_channels": [16, 32
             "vae_steps": 1200, "vae_batch": 8, "base_steps": 3000, "refiner_steps": 1500, "unet_batch": 16,
             "refiner_start": 250, "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
             "unet": {"block_out_channels": [32, 48, 64], "attention_head_dim": 8, "time_embed_dim": 16},
-            "fov_mm": 320.0, "n_ceiling": 40}
+            "fov_mm": 320.0, "n_ceiling": 40, "student_steps": 0, "teacher_steps": 64, "distill_steps_per_round": 400}
 
 
 def _pairs(work: Path, name: str, n: int, seed0: int, options: dict) -> PreviewPairs:
@@ -86,6 +86,17 @@ def train_preview_model(out, *, text_encoder_dir, reader_dir, anatomy_bank_dir=N
         unets[name].save_pretrained(work / name)
         save_record()
     model.base, model.refiner = unets["base"], unets.get("refiner")
+    if options["student_steps"]:
+        from medgen.slices.preview.distill import progressive_distillation
+
+        if (work / "student").is_dir():
+            model.student = UNet2DConditionModel.from_pretrained(work / "student", low_cpu_mem_usage=False).eval()
+        else:
+            model.student, record["distillation"] = progressive_distillation(
+                model, pairs, teacher_steps=options["teacher_steps"], student_steps=options["student_steps"],
+                steps_per_round=options["distill_steps_per_round"])
+            model.student.save_pretrained(work / "student")
+            save_record()
     model.config["training"] = {**record, "options": options, "n_pairs": len(pairs)}
     model.save_pretrained(out, overwrite=overwrite)
     return model.config["training"]

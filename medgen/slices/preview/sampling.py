@@ -9,7 +9,7 @@ import torch
 from medgen.diffusion.guidance import Guidance, active_branches, combine, expand_conditions
 from medgen.slices.preview.model import SlicePreviewModel, predict_noise
 
-SAMPLERS = ("dpmpp-2m-karras", "ddim")
+SAMPLERS = ("dpmpp-2m-karras", "ddim", "distilled")
 
 
 def build_sampler(config: dict, kind: str):
@@ -23,7 +23,7 @@ def build_sampler(config: dict, kind: str):
                                            use_karras_sigmas=True)
     if kind == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
-    raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {kind!r}")
+    raise ValueError(f"`sampler` must be one of {SAMPLERS[:2]} for a scheduler, got {kind!r}")
 
 
 @torch.no_grad()
@@ -40,6 +40,13 @@ def sample_latents(model: SlicePreviewModel, layout: torch.Tensor, encoding, nul
     """
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}")
+    if sampler == "distilled":  # one conditional branch per step, no guidance (distilled into the student)
+        from medgen.slices.preview.distill import sample_student
+
+        if model.student is None:
+            raise ValueError("this preview model has no distilled student (train it with --student-steps)")
+        return sample_student(model, model.student, layout, encoding, null_encoding, density, micro, steps=steps,
+                              generator=generator)
     guidance = guidance or Guidance()
     scheduler = build_sampler(model.config, sampler)
     scheduler.set_timesteps(steps)
