@@ -116,7 +116,7 @@ class SlicePreviewPipeline:
 
     @torch.no_grad()
     def __call__(self, report: str | None = None, *, findings: Findings | None = None, n: int = 4, seed: int = 0,
-                 steps: int = 20, sampler: str = "dpmpp-2m-karras", guidance: Guidance | None = None,
+                 steps: int = 12, sampler: str = "dpmpp-2m-karras", guidance: Guidance | None = None,
                  density: float | None = None, use_refiner: bool = True, language: str | None = None
                  ) -> PreviewResult:
         """Candidate key slices of `report` (or of `findings`), `n` noise draws on one layout (seed `seed`)."""
