@@ -47,6 +47,12 @@ def layout_channels(labels: np.ndarray, density: np.ndarray) -> np.ndarray:
     return out
 
 
+def lesion_ids(labels: np.ndarray) -> np.ndarray:
+    """uint8 instance map of a layout label map: n for lesion n (label ``FIRST_LESION_LABEL + n - 1``), 0 elsewhere."""
+    labels = np.asarray(labels).astype(np.int32)
+    return np.where(labels >= FIRST_LESION_LABEL, labels - FIRST_LESION_LABEL + 1, 0).astype(np.uint8)
+
+
 def density_map(labels: np.ndarray, densities) -> np.ndarray:
     """Lesion density map of a layout label map: ``densities[i]`` inside lesion i, 0 elsewhere."""
     out = np.zeros(labels.shape, np.float32)

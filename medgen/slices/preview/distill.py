@@ -23,7 +23,7 @@ from medgen.diffusion.guidance import Guidance, combine, expand_conditions
 from medgen.slices.optim import one_cycle_adamw, optimizer_step
 from medgen.slices.preview.autoencoder import vae_encode
 from medgen.slices.preview.data import PreviewPairs, batch_inputs
-from medgen.slices.preview.model import SlicePreviewModel, pool_to_latent, predict_noise
+from medgen.slices.preview.model import DEFAULT_GUIDANCE, SlicePreviewModel, pool_to_latent, predict_noise
 from medgen.slices.preview.train import noise_schedule
 
 
@@ -118,8 +118,6 @@ def progressive_distillation(model: SlicePreviewModel, pairs: PreviewPairs, *, t
                              student_steps: int = 8, steps_per_round: int = 400, guidance: Guidance | None = None,
                              progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
     """Rounds from the guided base (`teacher_steps`) down to `student_steps`; returns the student and records."""
-    from medgen.slices.preview.pipeline import DEFAULT_GUIDANCE
-
     if teacher_steps % student_steps or (teacher_steps // student_steps) & (teacher_steps // student_steps - 1):
         raise ValueError(f"`teacher_steps` / `student_steps` must be a power of two, got {teacher_steps}, {student_steps}")
     teacher = GuidedTeacher(model.base, guidance or DEFAULT_GUIDANCE)

@@ -25,11 +25,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from medgen.diffusion.guidance import Guidance
 from medgen.errors import InputFileError
 from medgen.layout.labels import N_CHANNELS
 from medgen.slices.preview.data import MICRO, UNKNOWN_DENSITY, scaled_micro
 
 CONFIG_NAME = "preview.json"
+DEFAULT_GUIDANCE = Guidance(text=2.0, density=2.0)  # w_t = w_d: the text-only branch drops out (2 branches)
 DEFAULT_UNET = {"block_out_channels": [32, 48, 64], "attention_head_dim": 8, "time_embed_dim": 16}
 
 

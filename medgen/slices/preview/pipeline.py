@@ -18,17 +18,16 @@ import torch
 from medgen.data.findings import LABELS, LOBE_LABELS, Findings
 from medgen.diffusion.guidance import Guidance
 from medgen.layout import AnatomyBank, Layout
-from medgen.layout.labels import EMPHYSEMA_LABEL, FIRST_LESION_LABEL
+from medgen.layout.labels import EMPHYSEMA_LABEL, FIRST_LESION_LABEL, lesion_ids
 from medgen.slices.captions import caption_en, caption_zh
 from medgen.slices.data import SliceConfig, extract_slice, key_slice_index
 from medgen.slices.preview.autoencoder import HU_PER_UNIT, vae_decode
 from medgen.slices.preview.data import UNKNOWN_DENSITY, layout_slice, layout_tensor
-from medgen.slices.preview.model import SlicePreviewModel, pool_to_latent
+from medgen.slices.preview.model import DEFAULT_GUIDANCE, SlicePreviewModel, pool_to_latent
 from medgen.slices.preview.sampling import SAMPLERS, sample_latents
 from medgen.volume import Volume
 
 DEPTH_MM = 5.0  # through-plane spacing of the preview's layout grid (64 slices, as the 3D default's FOV)
-DEFAULT_GUIDANCE = Guidance(text=2.0, density=2.0)  # w_t = w_d: the text-only branch drops out (2 branches)
 
 
 @dataclass
@@ -65,14 +64,13 @@ def layout_slice_findings(layout: Layout, index: int) -> dict:
     label map stands in for the CT (lesions, fluid), emphysematous lung at -1000 HU and other lung at -850 so
     the LAA-950 rule reads the emphysema label."""
     labels = np.asarray(layout.labels.array)
-    lesion_ids = np.where(labels >= FIRST_LESION_LABEL, labels.astype(np.int32) - FIRST_LESION_LABEL + 1, 0)
     phantom_labels = labels.copy()
     phantom_labels[labels >= FIRST_LESION_LABEL] = LABELS["lesion"]
     phantom_labels[labels == EMPHYSEMA_LABEL] = next(iter(LOBE_LABELS.values()))
     hu = np.where(labels == EMPHYSEMA_LABEL, -1000.0, -850.0).astype(np.float32)
     affine = layout.labels.affine
     sample = extract_slice(Volume(hu, affine), Volume(phantom_labels, affine), layout.findings,
-                           lesion_ids.astype(np.uint8), view="axial", index=int(index),
+                           lesion_ids(labels), view="axial", index=int(index),
                            config=SliceConfig(shape=labels.shape, spacing=layout.labels.spacing, size=8))
     return {**sample.findings, "spacing_mm": float(layout.labels.spacing[0])}
 
@@ -141,8 +139,7 @@ class SlicePreviewPipeline:
         layout = self.layout(chosen, report or "", seed)
         warnings += layout.warnings
         labels3d, density3d = np.asarray(layout.labels.array), np.asarray(layout.density.array)
-        lesion_ids = np.where(labels3d >= FIRST_LESION_LABEL, labels3d - FIRST_LESION_LABEL + 1, 0)
-        index = key_slice_index(labels3d, lesion_ids.astype(np.uint8))
+        index = key_slice_index(labels3d, lesion_ids(labels3d))
         slice_findings = layout_slice_findings(layout, index)
         language = language or ("zh" if is_chinese(report or "") else "en")
         caption = (caption_zh if language == "zh" else caption_en)(slice_findings)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from medgen.diffusion.guidance import Guidance, active_branches, combine, expand_conditions
+from medgen.slices.preview.distill import sample_student
 from medgen.slices.preview.model import SlicePreviewModel, predict_noise
 
 SAMPLERS = ("dpmpp-2m-karras", "ddim", "distilled")
@@ -41,8 +42,6 @@ def sample_latents(model: SlicePreviewModel, layout: torch.Tensor, encoding, nul
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}")
     if sampler == "distilled":  # one conditional branch per step, no guidance (distilled into the student)
-        from medgen.slices.preview.distill import sample_student
-
         if model.student is None:
             raise ValueError("this preview model has no distilled student (train it with --student-steps)")
         return sample_student(model, model.student, layout, encoding, null_encoding, density, micro, steps=steps,

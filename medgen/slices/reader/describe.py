@@ -50,12 +50,11 @@ def lung_slices(volume: Volume, n: int) -> list[int]:
 
 def label_slices(labels: Volume, n: int) -> list[int]:
     """The label map's key slice and `n` - 1 lung-level slices evenly spaced around it."""
-    from medgen.layout.labels import FIRST_LESION_LABEL
+    from medgen.layout.labels import lesion_ids
     from medgen.slices.data import key_slice_index, lung_indices
 
     lab = np.rint(np.asarray(labels.array)).astype(np.int32)
-    ids = np.where(lab >= FIRST_LESION_LABEL, lab - FIRST_LESION_LABEL + 1, 0).astype(np.uint8)
-    key = key_slice_index(lab, ids)
+    key = key_slice_index(lab, lesion_ids(lab))
     lung = lung_indices(lab)
     others = [int(round(v)) for v in np.linspace(lung[0], lung[-1], n + 1)[1:-1]] if lung.size and n > 1 else []
     return sorted({key, *others})

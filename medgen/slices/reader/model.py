@@ -46,10 +46,10 @@ def build_llava(tokenizer, image_size: int = 128, vision: dict | None = None, te
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision_config = CLIPVisionConfig(image_size=image_size, num_channels=1, **{**VISION, **(vision or {})})
+    text = {**TEXT, **(text or {})}
     text_config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              num_key_value_heads=(text or TEXT).get("num_attention_heads", 4),
-                              **{**TEXT, **(text or {})})
+                              num_key_value_heads=text["num_attention_heads"], **text)
     patches = (image_size // vision_config.patch_size) ** 2
     config = LlavaConfig(vision_config=vision_config, text_config=text_config,
                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=patches,
