@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from medgen.io.atomic import atomic_path
-from medgen.slices.clip import SliceCLIP, embed_pairs, rank_metrics, train_clip
+from medgen.slices.clip import SliceCLIP, embed_pairs, ground_tower, rank_metrics, train_clip
 from medgen.slices.sources import EVAL_SEED0, TRAIN_SEED0, phantom_slice_set
 
 ATTRIBUTES = {
@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
     parser.add_argument("--n", type=int, default=100, help="held-out pairs (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation / training seed")
+    parser.add_argument("--ground-steps", type=int, default=0, help="label-map grounding steps before training")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--save-model", type=Path, default=None, help="also save the trained model here")
     parser.add_argument("--out", type=Path, default=Path("evaluation/slices"), help="output folder")
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         model = SliceCLIP.from_text_encoder(args.encoder).to(device)
         started = time.perf_counter()
+        if args.ground_steps:
+            info["grounding"] = ground_tower(model, train, steps=args.ground_steps)
         losses = train_clip(
             model, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
         )

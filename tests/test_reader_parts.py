@@ -3,6 +3,8 @@ size normaliser, span decoding + assembly (an oracle tagger reads findings back 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -209,3 +211,71 @@ def test_drop_type_words_removes_only_one_word_type_adjectives_and_keeps_spans_o
         ("35 mm", "size"), ("mass", "les"), ("RUL", "loc=right_upper"), ("non-solid", "type=ground-glass"),
         ("GGN", "les,type=ground-glass"), ("LLL", "loc=left_lower"), ("结节", "les")]
     assert drop_type_words(text, list(spans), np.random.default_rng(0), p=0.0) == (text, list(spans))
+
+
+def test_sides_attach_within_their_clause_so_a_negated_side_does_not_make_an_effusion_bilateral():
+    """Hand-written reports read as bilateral (found measuring v6): the side of the negated clause went to the
+    positive effusion, the nearer anchor by characters."""
+    text = "左侧胸腔少量积液，右侧胸腔未见积液。"
+    spans = _spans(text, ("左侧", "eside", "left"), ("少量", "egrade", "small"), ("积液", "eff", "+"),
+                   ("右侧", "eside", "right"), ("积液", "eff", "-"))
+    assert assemble(text, spans)[0].effusion.side == "left"
+    text = "双侧胸腔积液，右侧大量，左侧少量。"  # one mention, graded side by side in later clauses
+    spans = _spans(text, ("积液", "eff", "+"), ("右侧", "eside", "right"), ("大量", "egrade", "large"),
+                   ("左侧", "eside", "left"), ("少量", "egrade", "small"))
+    effusion = assemble(text, spans)[0].effusion
+    assert (effusion.side, effusion.grade) == ("bilateral", "large")
+    text = "Small bilateral effusions, larger on the right."
+    spans = _spans(text, ("Small", "egrade", "small"), ("bilateral", "eside", "bilateral"),
+                   ("effusions", "eff", "+"), ("right", "eside", "right"))
+    assert assemble(text, spans)[0].effusion.side == "bilateral"
+
+
+def test_attributes_in_a_clause_without_anchor_still_reach_the_sentences_lesion():
+    text = "rul nodule stable at 6 mm, solid. 右肺上叶见一结节，大小约12mm，边缘光滑；左肺下叶见一肿块，大小约35mm。"
+    spans = _spans(text, ("rul", "loc", "right_upper"), ("nodule", "les", "+"), ("6 mm", "size", "+"),
+                   ("solid", "type", "solid"), ("右肺上叶", "loc", "right_upper"), ("结节", "les", "+"),
+                   ("12mm", "size", "+"), ("左肺下叶", "loc", "left_lower"), ("肿块", "les", "+"),
+                   ("35mm", "size", "+"))
+    findings, _ = assemble(text, spans)
+    assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [
+        ("right_upper", 6.0), ("right_upper", 12.0), ("left_lower", 35.0)]
+    assert findings.lesions[0].type == "solid"
+
+
+@pytest.mark.parametrize("text, tagged, expected", [
+    ("A 35 mm nodule in the right lower lobe.", "mm", "35 mm"),
+    ("rul nodule stable at 6 mm, solid.", "mm", "6 mm"),
+    ("a 3.5 x 2.8 cm mass", "cm", "3.5 x 2.8 cm"),
+    ("twelve millimeter nodule", "millimeter", "twelve millimeter"),
+    ("the nodule in mm units", "mm", "mm"),  # no number before it: left as tagged
+])
+def test_a_size_span_cut_short_of_its_number_takes_the_number_in(text, tagged, expected):
+    """v6 tagged only 'mm' of '35 mm' and of '6 mm'; the lesion got the 10 mm default."""
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text.rstrip("."))]
+    index = next(i for i, (a, b) in enumerate(words) if text[a:b].rstrip(",") == tagged)
+    spans = decode_spans(text, _probs(len(words), {index: ["size"]}), words)
+    assert [s.text.rstrip(",") for s in spans] == [expected]
+
+
+def test_word_pieces_are_tagged_as_one_word():
+    """v6 tagged 'No pleural fluid' as 'pleural' negated and 'f' + 'uid' present: an effusion from a negation."""
+    text = "No pleural fluid."
+    pieces = [(0, 2), (3, 10), (11, 13), (13, 16), (16, 17)]  # No | pleural | fl | uid | .
+    probs = _probs(len(pieces), {1: ["eff-"], 2: ["eff-"], 3: ["eff"]})
+    probs[2, LABEL_INDEX["eff-"]] = probs[3, LABEL_INDEX["eff-"]] = 0.6
+    probs[3, LABEL_INDEX["eff"]] = 0.5
+    spans = decode_spans(text, probs, pieces)
+    assert [(s.group, s.value, s.text) for s in spans] == [("eff", "-", "pleural fluid")]
+    assert assemble(text, spans)[0].effusion is None
+
+
+def test_a_unit_after_words_is_not_widened_over_a_long_run_of_numbers_before_them():
+    text = " ".join(str(i) for i in range(200)) + " is a list; the nodule measures mm"
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    spans = decode_spans(text, _probs(len(words), {len(words) - 1: ["size"]}), words)
+    assert [s.text for s in spans] == ["mm"]
+    text = "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 mm"  # only the window before the unit is read
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    widened = decode_spans(text, _probs(len(words), {len(words) - 1: ["size"]}), words)[0]
+    assert widened.text.endswith("19 20 mm") and len(widened.text) <= 60 + 2

@@ -24,12 +24,13 @@ from medgen.data.findings import (
     Findings,
     Lesion,
 )
+from medgen.data.report_families_plain import TRAIN as PLAIN_FAMILIES
 from medgen.data.report_parser import implied_density, parse_report
 from medgen.data.reports import HEDGING_FAMILIES, PHRASING_FAMILIES, Report, families_for, write_report
 from medgen.volume import DENSITY_WORD_DEFAULTS, density_class
 
 REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
-N_ROUND_TRIP = 300
+N_ROUND_TRIP = 800
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -85,9 +86,11 @@ def test_round_trip_accuracy(language, split):
     """The rule parser (evaluation's baseline) reads most of the template families. The writer's correctness
     is checked exactly by tests/test_reader_parts.py (oracle tags read back 100 %); this checks that the
     baseline stays a fair one (>= 85 % per attribute). The clinical-style families (hedges, corrections,
-    numbers in words) are the learned reader's job; the baseline row of `medgen evaluate` shows them."""
+    numbers in words) and the plain-sentence ones (a frame drawn per finding) are the learned reader's job; the
+    baseline row of `medgen evaluate` shows them. 800 reports: at 300 the margin rate of the template families
+    moved +-3 points with the writer's random stream."""
     rng = np.random.default_rng(1234 if split == "train" else 4321)
-    families = [f for f in families_for(language, split) if f not in HEDGING_FAMILIES]
+    families = [f for f in families_for(language, split) if f not in HEDGING_FAMILIES + tuple(PLAIN_FAMILIES)]
     tally, totals = Counter(), Counter()
     per_family = defaultdict(lambda: [0, 0])
     failures = []
@@ -216,13 +219,20 @@ def _single(diameter, density=0.95, lobe="right_lower", margin="smooth"):
 
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_nodule_below_30_mm_mass_from_30_mm(split):
+    """Held-out reports follow the 30 mm rule always; training reports mostly (`worded_kind`: sometimes the
+    other noun, as in "a 35 mm nodule", so the reader learns sizes from numbers)."""
+    follows = []
     for seed in range(60):
         for language, mass_words in (("en", r"(?<!/)mass"), ("zh", r"(?<!/)肿块|团块|占位|肿物|mass")):
             small = write_report(_single(14.0), language=language, rng=np.random.default_rng(seed), split=split)
             big = write_report(_single(42.0), language=language, rng=np.random.default_rng(seed), split=split)
             # case-insensitive: a sentence may open with the noun ("Mass, solid, in the RLL")
-            assert re.search(mass_words, big.text, re.IGNORECASE), big.text
-            assert not re.search(mass_words, small.text, re.IGNORECASE), small.text
+            follows += [bool(re.search(mass_words, big.text, re.IGNORECASE)),
+                        not re.search(mass_words, small.text, re.IGNORECASE)]
+    if split == "heldout":
+        assert all(follows)
+    else:
+        assert 0.75 <= np.mean(follows) < 1.0
 
 
 def test_second_dimension_is_slightly_smaller():

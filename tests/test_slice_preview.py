@@ -235,3 +235,40 @@ def test_distilled_sampler_runs_one_branch_and_needs_a_student(tiny_model):
         pipe(REPORT, n=1, steps=2, sampler="distilled")
     with pytest.raises(ValueError, match="`sampler`"):
         pipe(REPORT, n=1, sampler="euler")
+
+
+def test_embedded_preview_shows_the_reported_mass_where_the_layout_put_it():
+    """The default model's preview (fp16 weights, the default text encoder, reader and anatomy bank)."""
+    pipe = SlicePreviewPipeline.from_pretrained()
+    result = pipe(REPORT, n=2, seed=0)
+    assert result.hu.shape == (2, 128, 128) and result.hu.dtype == np.float32
+    assert np.isfinite(result.hu).all() and -1100 <= result.hu.min() and result.hu.max() <= 3100
+    assert result.slice_findings["lesions"][0]["side"] == "right" and "right lower lobe" in result.caption
+    lesion = result.labels >= FIRST_LESION_LABEL
+    lung = np.isin(result.labels, [LABELS[lobe] for lobe in ("right_upper", "right_middle", "right_lower",
+                                                            "left_upper", "left_lower")])
+    for hu in result.hu:  # a solid mass is far denser than the aerated lung around it
+        assert np.median(hu[lesion]) > np.median(hu[lung]) + 400
+        scored = score_slice(hu, result.labels)["lesions"][0]
+        assert scored["present"] and scored["on_side"]
+
+
+def test_a_pinned_reader_encoder_stays_the_second_text_encoder(tiny_model, tmp_path):
+    """When the default report reader is retrained, the embedded preview keeps the encoder it was trained with
+    (`reader_encoder` part) while findings come from the new reader."""
+    from medgen.text import TextEncoder
+
+    out, _ = tiny_model
+    encoder = TextEncoder.from_pretrained(str(out / "reader" / "encoder"))
+    with torch.no_grad():
+        next(encoder.model.parameters()).add_(1.0)
+    encoder.save_pretrained(tmp_path / "pinned" / "encoder")
+    model = SlicePreviewModel.from_pretrained(out)
+    model.save_pretrained(tmp_path / "again", parts={"text_encoder": str(out / "text_encoder"),
+                                                     "reader": str(out / "reader"),
+                                                     "reader_encoder": str(tmp_path / "pinned")})
+    loaded = SlicePreviewModel.from_pretrained(tmp_path / "again")
+    weight = next(loaded.text_encoder.second.model.parameters())
+    assert torch.equal(weight, next(encoder.model.parameters()))
+    assert not torch.equal(weight, next(model.text_encoder.second.model.parameters()))
+    assert loaded.sources["reader"] == (out / "reader").resolve()

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from medgen.cli.main import main
-from medgen.data.findings import Findings, Lesion
+from medgen.data.findings import LABELS, Findings, Lesion
 from medgen.data.phantom import make_phantom
 from medgen.io import save_nifti
+from medgen.layout.labels import FIRST_LESION_LABEL
 from medgen.slices.preview.data import build_pairs
 from medgen.slices.reader.describe import describe_volume, lung_slices, summarize
 from medgen.slices.reader.evaluate import evaluate_slice_reader, score_answers
+from medgen.slices.reader.grounding import TARGETS, lesion_weighted_index, patch_targets
 from medgen.slices.reader.model import SliceReader
 from medgen.slices.reader.questions import KEYS, answers, findings_from_answers
 from medgen.slices.reader.recipe import corpus
@@ -58,11 +60,50 @@ def tiny(tmp_path_factory):
     pairs = build_pairs(2, seed0=11, extra=1, size=64, progress=False)
     texts = corpus(pairs, 20)
     reader = SliceReader.new(texts, image_size=64, vision=TINY_VISION, text=TINY_TEXT, vocab_size=300)
-    record = train_stages(reader, pairs, texts, lm_steps=2, align_steps=2, instruct_steps=3, batch_size=2,
-                          progress=False)
+    lm_before = {k: v.clone() for k, v in reader.model.model.language_model.state_dict().items()}
+    tower_before = {k: v.clone() for k, v in reader.model.model.vision_tower.state_dict().items()}
+    record = train_stages(reader, pairs, texts, lm_steps=0, ground_steps=2, align_steps=0, instruct_steps=0,
+                          batch_size=2, progress=False)
+    record["grounding_changed"] = {
+        "lm": any(not torch.equal(v, lm_before[k]) for k, v in reader.model.model.language_model.state_dict().items()),
+        "vision": any(not torch.equal(v, tower_before[k])
+                      for k, v in reader.model.model.vision_tower.state_dict().items())}
+    record.update(train_stages(reader, pairs, texts, lm_steps=2, align_steps=2, instruct_steps=3, batch_size=2,
+                               progress=False))
     folder = tmp_path_factory.mktemp("slice_reader") / "reader"
     reader.save_pretrained(folder)
     return reader, record, folder, pairs
+
+
+def test_patch_targets_are_label_fractions_per_patch_in_tower_order():
+    labels = np.zeros((1, 8, 8), np.uint8)
+    labels[0, :4, 4:] = FIRST_LESION_LABEL  # top-right quarter: patch 1 in row-major order
+    labels[0, 4:, :4] = LABELS["right_lower"]
+    labels[0, 6:, :4] = LABELS["effusion"]  # half of the bottom-left patch
+    density = np.where(labels >= FIRST_LESION_LABEL, 0.8, 0.0).astype(np.float32)
+    fractions, lesion_density = patch_targets(labels, density, patch=2, size=4)  # the tower reads 4 px: 2x2 patches
+    assert fractions.shape == (1, 4, len(TARGETS))
+    assert fractions[0, :, TARGETS.index("lesion")].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert fractions[0, 2, TARGETS.index("effusion")] == 0.5 and fractions[0, 2, TARGETS.index("right_lower")] == 0.5
+    assert torch.allclose(lesion_density[0], torch.tensor([0.0, 0.8, 0.0, 0.0]))
+    labels[0, :4, 4:] = LABELS["lesion"]  # phantom label maps name lesions by one value
+    same, no_density = patch_targets(labels, None, patch=8, size=16)  # grid of the tower's input, not the map's
+    assert torch.equal(same, fractions) and not no_density.any()
+
+
+def test_batches_show_lesions_about_half_the_time_whatever_the_mix():
+    has_lesion = np.arange(1000) < 50  # 5 % of slices show a lesion
+    index = lesion_weighted_index(has_lesion, np.random.default_rng(0), 4000)
+    assert 0.45 < has_lesion[index].mean() < 0.55
+    assert len(set(index[~has_lesion[index]])) > 500  # the normal slices are still all drawn
+    only_normal = lesion_weighted_index(np.zeros(10, bool), np.random.default_rng(0), 20)
+    assert only_normal.min() >= 0 and only_normal.max() < 10
+
+
+def test_vision_grounding_trains_the_tower_alone(tiny):
+    _, record, _, _ = tiny
+    assert record["grounding_changed"] == {"lm": False, "vision": True}
+    assert record["stage0v_ground"]["trained"] == ["vision"] and record["stage0v_ground"]["steps"] == 2
 
 
 def test_stages_train_the_parts_llava_trains(tiny):

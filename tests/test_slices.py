@@ -220,3 +220,16 @@ def test_cli_writes_slices_and_bad_input_exits_2(tmp_path, capsys):
     assert main(["slices", "eval-clip", "--model", str(tmp_path / "missing")]) == 2
     assert "medgen: error: no slice CLIP model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "m").exists()
+
+
+def test_grounding_trains_the_image_tower_alone_and_is_recorded(tiny_bert_dir, small_slices, tmp_path):
+    from medgen.slices.clip import ground_tower
+
+    model = _tiny_clip(tiny_bert_dir)
+    tower = {k: v.clone() for k, v in model.heads.vision.state_dict().items()}
+    text = {k: v.clone() for k, v in model.text_encoder.model.state_dict().items()}
+    record = ground_tower(model, small_slices, steps=3, batch_size=4, progress=False)
+    assert record["steps"] == 3 and record["trained"] == ["vision"]
+    assert any(not torch.equal(v, tower[k]) for k, v in model.heads.vision.state_dict().items())
+    assert all(torch.equal(v, text[k]) for k, v in model.text_encoder.model.state_dict().items())
+    assert SliceCLIP.from_pretrained(model.save_pretrained(tmp_path / "clip")).config["grounding"] == record

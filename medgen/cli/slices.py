@@ -53,6 +53,12 @@ def register(subparsers) -> None:
         default=None,
         help="text encoder folder (default: the default model's text_encoder/)",
     )
+    train.add_argument(
+        "--ground-steps",
+        type=int,
+        default=0,
+        help="first ground the image tower on the slices' label maps for this many steps (default 0)",
+    )
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
@@ -110,7 +116,7 @@ def run_data(args) -> int:
 
 def run_train(args) -> int:
     from medgen.io.atomic import check_output_path
-    from medgen.slices.clip import SliceCLIP, train_clip
+    from medgen.slices.clip import SliceCLIP, ground_tower, train_clip
     from medgen.slices.sources import TRAIN_SEED0, phantom_slice_set
 
     for value, flag in (
@@ -127,6 +133,10 @@ def run_train(args) -> int:
         device
     )  # fails on a bad encoder before any data work
     samples = phantom_slice_set(args.n_subjects, seed0=TRAIN_SEED0, extra=args.extra, progress=not args.quiet)
+    if args.ground_steps < 0:
+        raise ValueError(f"--ground-steps must be >= 0, got {args.ground_steps}")
+    if args.ground_steps:
+        ground_tower(model, samples, steps=args.ground_steps, progress=not args.quiet)
     losses = train_clip(
         model,
         samples,

@@ -46,6 +46,31 @@ def negations(findings: Findings, rng: np.random.Generator, lesion: tuple[str, .
     return out
 
 
+def compose_negations(frames: tuple[str, ...], nouns: tuple[str, ...], tag: str,
+                      held_out: tuple[str, ...]) -> tuple[str, ...]:
+    """Every frame ('No {n}.', '{N} is not seen.') with every noun, the noun marked `tag` ('eff-'); sentences
+    that read like a held-out one are left out, so held-out negations stay unseen while their parts (a cue, a
+    noun) are learned separately: negation is a cue over a noun, not a list of fixed sentences."""
+    unseen = {visible(h).lower() for h in held_out}
+    out = []
+    for frame in frames:
+        for noun in nouns:
+            sentence = frame.format(n=mark(noun, tag), N=mark(noun[0].upper() + noun[1:], tag))
+            if visible(sentence).lower() not in unseen:
+                out.append(sentence)
+    return tuple(out)
+
+
+def worded_kind(m: Measured, rng: np.random.Generator, vocab: str, p_other: float = 0.15) -> str:
+    """The noun class a writer uses: the 30 mm rule (`Measured.kind`), but in training reports sometimes the other
+    class, as radiologists write "a 35 mm nodule" too: the reader must take the size from the number, not from
+    the noun (reader v8, trained with the rule only, read no lesion at all in "A 35 mm nodule in the right lower
+    lobe."). Held-out reports keep the rule (and their random draws)."""
+    if vocab != "train" or rng.random() >= p_other:
+        return m.kind
+    return "nodule" if m.kind == "mass" else "mass"
+
+
 def some_of(rng: np.random.Generator, options: tuple[str, ...], k_max: int) -> list[str]:
     """0..k_max distinct options in random order (incidental sentences)."""
     return shuffled(rng, list(options))[: int(rng.integers(k_max + 1))]

@@ -49,8 +49,9 @@ COMPARE = {T: ("COMPARISON: CT chest {date}.", "Comparison: prior CT of {date}."
            H: ("Prior study from {date} is available for review.", "Reference exam: {date}.")}
 INTERVAL = {T: ("unchanged", "stable", "new", "enlarging", "slightly larger", "interval growth of the"),
             H: ("grossly similar", "newly seen", "minimally increased")}
-HEDGE_PRE = {T: ("possible", "probable", "suspected", "likely"), H: ("questionable", "equivocal")}
-HEDGE_POST = {T: ("cannot be excluded", "is suspected", "is likely"), H: ("is not excluded", "may be present")}
+HEDGE_PRE = {T: ("possible", "probable", "suspected", "likely", "presumed", "suspicious"), H: ("questionable", "equivocal")}
+HEDGE_POST = {T: ("cannot be excluded", "is suspected", "is likely", "cannot be ruled out", "is possible",
+                  "cannot be entirely excluded"), H: ("is not excluded", "may be present")}
 CORRECTION = {T: (", correction, {right}", " (correction: {right})", ", or rather the {right}"),
               H: (", sorry, {right}", " -- amended to {right} --")}
 RESOLVED = {T: ("The previously described {loc} {noun} has resolved.", "Interval resolution of the {loc} {noun}."),

@@ -21,6 +21,7 @@ from medgen.data.report_common import (
     pick,
     size_text,
     some_of,
+    worded_kind,
 )
 from medgen.data.report_phrases_en import (
     DENSITY_ADJ,
@@ -30,6 +31,7 @@ from medgen.data.report_phrases_en import (
     EFFUSION_GRADE,
     EFFUSION_SIDE,
     EFFUSION_WHERE,
+    EFFUSION_WHERE_TRAIN,
     EMPHYSEMA_DIFFUSE,
     EMPHYSEMA_GRADE,
     EMPHYSEMA_UPPER,
@@ -58,7 +60,7 @@ def lesion_words(m: Measured, rng: np.random.Generator, vocab: str, repeat: bool
     `repeat`: the noun restates a lesion already described (an IMPRESSION line), tagged 'les^'."""
     post = pick(rng, DENSITY_POST[vocab][m.density]).format(solid=with_article(f"{m.solid_mm} mm"))
     return {"d": mark(pick(rng, DENSITY_ADJ[vocab][m.density]), f"type={m.density}"),
-            "post": mark(post, f"type={m.density}"), "n": mark(pick(rng, NOUN[vocab][m.kind]), "les^" if repeat else certainty_tag("les", m.lesion.certainty)),
+            "post": mark(post, f"type={m.density}"), "n": mark(pick(rng, NOUN[vocab][worded_kind(m, rng, vocab)]), "les^" if repeat else certainty_tag("les", m.lesion.certainty)),
             "mg": mark(pick(rng, MARGIN[vocab][m.margin]), f"margin={m.margin}")}
 
 
@@ -92,6 +94,10 @@ def effusion_phrase(e: Effusion, rng: np.random.Generator, vocab: str = T) -> st
     if vocab == T:
         noun = pick(rng, (noun, noun, "effusion" + noun[-1] * (noun[-1] == "s"), "pleural fluid collection",
                           "pleural fluid"))
+    if vocab == T and chance(rng, 0.2):  # the side after the noun: "small effusion in the left pleural space"
+        grade, where, noun = effusion_marks(e, pick(rng, EFFUSION_GRADE[T][e.grade]),
+                                            pick(rng, EFFUSION_WHERE_TRAIN[e.side]), noun)
+        return f"{grade} {noun} {where}"
     grade, side, noun = effusion_marks(e, pick(rng, EFFUSION_GRADE[vocab][e.grade]),
                                        pick(rng, EFFUSION_SIDE[vocab][e.side]), noun)
     return f"{grade} {side} {noun}"

@@ -19,6 +19,7 @@ from medgen.data.report_common import (
     pick,
     size_text,
     some_of,
+    worded_kind,
 )
 from medgen.data.report_phrases_zh import (
     DENSITY_ADJ,
@@ -48,7 +49,7 @@ def lesion_words(m: Measured, rng: np.random.Generator, vocab: str, repeat: bool
     """Density modifier ('d') and clause ('post'), noun ('n') and margin clause ('mg') of one lesion, marked;
     `repeat`: the noun restates a lesion already described (a 诊断意见 line), tagged 'les^'."""
     return {"d": mark(pick(rng, DENSITY_ADJ[vocab][m.density]), f"type={m.density}"),
-            "n": mark(pick(rng, NOUN[vocab][m.kind]), "les^" if repeat else certainty_tag("les", m.lesion.certainty)),
+            "n": mark(pick(rng, NOUN[vocab][worded_kind(m, rng, vocab)]), "les^" if repeat else certainty_tag("les", m.lesion.certainty)),
             "post": mark(pick(rng, DENSITY_POST[vocab][m.density]).format(solid=m.solid_mm), f"type={m.density}"),
             "mg": mark(pick(rng, MARGIN[vocab][m.margin]), f"margin={m.margin}")}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from medgen.data.findings import LOBES
-from medgen.data.report_common import pick
+from medgen.data.report_common import compose_negations, pick
 from medgen.data.spans import mark
 
 LOBE_FULL = {lobe: lobe.replace("_", " ") + " lobe" for lobe in LOBES}  # "right upper lobe"
@@ -136,6 +136,24 @@ NEG_EMPHYSEMA = {
     "train": ("No ⟦emph-|emphysema⟧.", "No evidence of ⟦emph-|emphysema⟧.", "Without ⟦emph-|emphysema⟧."),
     "heldout": ("⟦emph-|Emphysema⟧ is not seen.", "No ⟦emph-|emphysematous change⟧."),
 }
+# Training negations composed from cues and nouns (held-out sentences filtered out), beside the fixed ones.
+_NEG_FRAMES = ("No {n}.", "No {n} is seen.", "No {n} is identified.", "There is no {n}.", "No evidence of {n}.",
+               "No definite {n}.", "No significant {n}.", "{N} is not present.", "{N}: none.", "{N} not seen.",
+               "Without {n}.", "No {n} detected.")
+NEG_LESION["train"] += compose_negations(
+    _NEG_FRAMES, ("nodule", "nodules", "pulmonary nodules", "mass", "masses", "suspicious nodule", "lung mass",
+                  "focal opacity"), "les-", NEG_LESION["heldout"])
+NEG_EFFUSION["train"] += compose_negations(
+    _NEG_FRAMES, ("pleural effusion", "pleural effusions", "effusion", "effusions", "pleural fluid",
+                  "pleural fluid collection", "fluid in the pleural spaces"), "eff-", NEG_EFFUSION["heldout"])
+NEG_EMPHYSEMA["train"] += compose_negations(
+    _NEG_FRAMES, ("emphysema", "centrilobular emphysema", "paraseptal emphysema", "pulmonary emphysema"), "emph-",
+    NEG_EMPHYSEMA["heldout"])
+# Effusion side after the noun in training reports ("small effusion in the left pleural space"); the held-out
+# `EFFUSION_WHERE` words stay unseen.
+EFFUSION_WHERE_TRAIN = {"left": ("in the left pleural space", "at the left lung base", "of the left hemithorax"),
+                        "right": ("in the right pleural space", "at the right lung base", "of the right hemithorax"),
+                        "bilateral": ("in both pleural spaces", "at both lung bases", "of both hemithoraces")}
 DISTRACTORS = {
     "train": ("Heart size is normal.", "No pericardial effusion.", "No pneumothorax.",
               "Mediastinal and hilar lymph nodes are not enlarged.", "The central airways are patent.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.data.report_common import pick
+from medgen.data.report_common import compose_negations, pick
 from medgen.data.report_phrases_en import LOBE_ABBR
 from medgen.data.spans import mark
 
@@ -87,6 +87,17 @@ NEG_EFFUSION = {"train": ("双侧胸腔未见⟦eff-|积液⟧。", "胸腔内�
                 "heldout": ("两侧胸膜腔无⟦eff-|积液⟧。", "未见⟦eff-|胸水⟧。")}
 NEG_EMPHYSEMA = {"train": ("未见⟦emph-|肺气肿⟧征象。", "无明显⟦emph-|肺气肿⟧。"),
                  "heldout": ("未见明确⟦emph-|肺气肿⟧改变。",)}
+# Training negations composed from place, cue and noun (held-out sentences filtered out), beside the fixed ones.
+_NEG_CUES = ("未见", "无", "未见明显", "未见明确", "没有", "未发现")
+NEG_LESION["train"] += compose_negations(
+    tuple(f"{place}{cue}{{n}}。" for place in ("双肺", "两肺", "肺内", "双肺内") for cue in _NEG_CUES),
+    ("结节", "肿块", "结节影", "实性结节", "磨玻璃结节"), "les-", NEG_LESION["heldout"])
+NEG_EFFUSION["train"] += compose_negations(
+    tuple(f"{place}{cue}{{n}}。" for place in ("", "双侧胸腔", "两侧胸腔", "胸腔内", "双侧") for cue in _NEG_CUES),
+    ("积液", "胸腔积液", "胸膜积液"), "eff-", NEG_EFFUSION["heldout"])
+NEG_EMPHYSEMA["train"] += compose_negations(
+    tuple(f"{cue}{{n}}。" for cue in _NEG_CUES) + tuple(f"{cue}{{n}}征象。" for cue in _NEG_CUES),
+    ("肺气肿", "小叶中心型肺气肿"), "emph-", NEG_EMPHYSEMA["heldout"])
 DISTRACTORS = {
     "train": ("气管及主支气管通畅。", "纵隔内未见肿大淋巴结。", "心脏大小形态未见异常。", "心包未见积液。"),
     "heldout": ("胸壁软组织未见异常。", "所扫层面骨质未见明显破坏。", "心包腔内无积液。", "双侧肺门不大。"),

@@ -3,9 +3,14 @@
 1. Spans: consecutive tokens whose best label in a group (anchors les/eff/emph, size, loc, type, ...) is
    above threshold form one span (anchors also split where their assertion changes); a span's value is the
    label with the highest mean probability over its tokens.
+   Token probabilities are first pooled over each word's sub-word pieces ("fl" "##uid" read as one word),
+   and a size span the tagger cut short of its number ("35 [mm]") is widened over the number before it.
 2. Attachment: every attribute span (size, loc, type, margin / eside, egrade / xgrade, xdist) goes to the
-   nearest anchor of its finding kind in the same sentence (a sentence ends at '.', '。' or a line end);
-   in a sentence without such an anchor, to the last anchor before it ("It measures 12 mm."). A sentence
+   nearest anchor of its finding kind in the same clause (clauses end at ',', ';' and their full-width
+   forms), so "左侧少量积液，右侧未见积液" gives each side to its own mention; else to the nearest anchor of
+   the sentence, preferring one whose clause did not state that attribute ("双侧胸腔积液，右侧大量，左侧少量"
+   pools both sides); in a sentence without an anchor, to the last anchor before it ("It measures 12 mm.").
+   A sentence ends at '.', '。' or a line end. A sentence
    with a lobe and a size but no lesion word gets an implicit (restated) lesion anchor (`_implicit_lesions`).
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
    ones ('?') become `certainty="possible"`. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
@@ -24,13 +29,19 @@ import numpy as np
 
 from medgen.data.findings import EFFUSION_GRADES, EMPHYSEMA_GRADES, Effusion, Emphysema, Findings, Lesion
 from medgen.reader.labels import GROUPS, LABELS
-from medgen.reader.sizes import parse_size_mm
+from medgen.reader.sizes import NUMBER_WORDS, parse_size_mm
 from medgen.volume import DENSITY_WORD_DEFAULTS
 
 THRESHOLD = 0.5
 DEFAULT_SIZE_MM = 10.0
 ATTRIBUTES = {"les": ("size", "loc", "type", "margin"), "eff": ("eside", "egrade"), "emph": ("xgrade", "xdist")}
 _SENTENCE_END = re.compile(r"\.(?!\d)|。|\n")  # not a decimal point (3.5, .8)
+_CLAUSE_END = re.compile(r",(?!\d)|，|;|；")  # not a decimal comma (2,5 cm)
+# a number (digits, English number words, Chinese numerals) with its separators, just before a size span that
+# holds only a unit ("35 [mm]", "twelve [millimeters]", "3.5 x 2.8 [cm]")
+_NUMBER_TOKEN = r"(?:\d+(?:[.,]\d+)?|[零〇一二两三四五六七八九十点]+|\b(?:" + "|".join(NUMBER_WORDS) + r")\b)"
+_NUMBER_BEFORE = re.compile(  # separators unambiguous (no nested optional whitespace): linear matching
+    _NUMBER_TOKEN + r"(?:(?:\s*(?:[x×*]|by|to|-)\s*|\s+)" + _NUMBER_TOKEN + r")*\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -68,6 +79,7 @@ class _Anchor:
 
 def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -> list[TaggedSpan]:
     """Spans from per-token probabilities (n_tokens, len(LABELS)); tokens with empty offsets are skipped."""
+    probs = _pool_words(text, probs, offsets)
     spans: list[TaggedSpan] = []
     for group, columns in GROUPS.items():
         sub = probs[:, columns]
@@ -82,7 +94,38 @@ def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -
                 run = []
             if active:
                 run.append(t)
-    return sorted(spans, key=lambda s: (s.start, s.group))
+    return sorted((_widen_size(text, s) if s.group == "size" else s for s in spans), key=lambda s: (s.start, s.group))
+
+
+def _word_char(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+def _pool_words(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -> np.ndarray:
+    """Mean probabilities over the sub-word pieces of each (ASCII) word, so a word is tagged as a whole."""
+    out = probs.copy()
+    start = 0
+    for t in range(1, len(offsets) + 1):
+        joined = (t < len(offsets) and offsets[t][0] == offsets[t - 1][1] > offsets[t - 1][0]
+                  and offsets[t][1] > offsets[t][0] and _word_char(text[offsets[t][0]])
+                  and _word_char(text[offsets[t - 1][1] - 1]))
+        if not joined:
+            if t - start > 1:
+                out[start:t] = probs[start:t].mean(0)
+            start = t
+    return out
+
+
+def _widen_size(text: str, span: TaggedSpan) -> TaggedSpan:
+    """A size span with no number in it ("mm" of "35 mm") takes in the number written just before it."""
+    if parse_size_mm(span.text) is not None:
+        return span
+    window = max(0, span.start - 60)  # a size is written just before its unit
+    match = _NUMBER_BEFORE.search(text[window:span.start])
+    if match is None:
+        return span
+    start = window + match.start()
+    return TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score)
 
 
 def _span(text, group, columns, sub, run, offsets) -> TaggedSpan:
@@ -120,15 +163,23 @@ def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray) -> list[Tag
 
 
 def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
-    sentence = _sentence_ids(text)
+    sentence, clause = _sentence_ids(text), _clause_ids(text)
     spans = sorted([*spans, *_implicit_lesions(spans, sentence)], key=lambda s: s.start)
     anchors = {kind: [_Anchor(s, int(sentence[s.start])) for s in spans if s.group == kind] for kind in ATTRIBUTES}
     for kind, groups in ATTRIBUTES.items():
+        later = []  # attributes outside their anchor's clause: attached once every clause has its own
         for span in (s for s in spans if s.group in groups):
+            here = [a for a in anchors[kind] if clause[a.span.start] == clause[span.start]]
+            if here:
+                min(here, key=lambda a: _gap(a.span, span)).attributes.setdefault(span.group, []).append(span)
+            else:
+                later.append(span)
+        for span in later:
             where = int(sentence[span.start])
             same = [a for a in anchors[kind] if a.sentence == where]
-            if same:
-                anchor = min(same, key=lambda a: _gap(a.span, span))
+            if same:  # an anchor whose clause does not state this attribute yet, else the nearest one
+                free = [a for a in same if span.group not in a.attributes] or same
+                anchor = min(free, key=lambda a: _gap(a.span, span))
             else:
                 before = [a for a in anchors[kind] if a.span.start < span.start]
                 if not before:
@@ -136,6 +187,13 @@ def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
                 anchor = before[-1]
             anchor.attributes.setdefault(span.group, []).append(span)
     return anchors
+
+
+def _clause_ids(text: str) -> np.ndarray:
+    ids = _sentence_ids(text) * 0
+    for match in (*_SENTENCE_END.finditer(text), *_CLAUSE_END.finditer(text)):
+        ids[match.end():] += 1
+    return ids
 
 
 def _gap(a: TaggedSpan, b: TaggedSpan) -> int:

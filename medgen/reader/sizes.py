@@ -15,6 +15,8 @@ _EN_UNITS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "s
              "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "a": 1, "an": 1}
 _EN_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
             "ninety": 90}
+# English words that spell numbers ("a" / "an" only count as one inside a size, not before it)
+NUMBER_WORDS = tuple(w for w in (*_EN_UNITS, *_EN_TENS, "point") if w not in ("a", "an"))
 _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
               "九": 9}
 _CM = re.compile(r"cm|centimet(?:er|re)s?|厘米|公分")

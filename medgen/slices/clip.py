@@ -151,6 +151,8 @@ class SliceCLIP(nn.Module):
             temperature=config["temperature"],
         )
         load_weights(model.heads, folder / WEIGHTS_NAME)
+        if "grounding" in config:
+            model.config["grounding"] = config["grounding"]
         return model.eval()
 
     def save_pretrained(self, path) -> Path:
@@ -308,6 +310,27 @@ def train_clip(
     model.text_encoder.set_trainable_layers(0)  # frozen again: evaluation may use the encoder's cache
     model.eval()
     return losses
+
+
+def ground_tower(model: SliceCLIP, samples, *, steps: int, batch_size: int = 32, progress: bool = True) -> dict:
+    """Before contrastive training: the image tower learns per-patch anatomy and findings from the slices' label
+    maps (`medgen.slices.reader.grounding`), which captions alone teach too slowly on a CPU budget."""
+    from medgen.slices.reader.grounding import ground_vision
+
+    size = int(model.config["image_size"])
+    pixels = torch.cat([model.preprocess(samples[i : i + 256]) for i in range(0, len(samples), 256)])
+
+    def on_input_grid(label2d: np.ndarray) -> np.ndarray:  # nearest resize, as `preprocess` resizes the image
+        rows = ((np.arange(size) + 0.5) * label2d.shape[0] / size).astype(int)
+        cols = ((np.arange(size) + 0.5) * label2d.shape[1] / size).astype(int)
+        return label2d[np.ix_(rows, cols)]
+
+    labels = np.stack([on_input_grid(s.label2d) for s in samples])
+    has_lesion = [bool(s.findings["lesions"]) for s in samples]
+    record = ground_vision(model.heads.vision, pixels.to(model.device), labels, None, has_lesion, steps=steps,
+                           batch_size=batch_size, progress=progress)
+    model.config["grounding"] = record
+    return record
 
 
 def rank_metrics(similarity, captions=None, ks=(1, 5)) -> dict:

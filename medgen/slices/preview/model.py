@@ -79,7 +79,9 @@ class SlicePreviewModel(torch.nn.Module):
     config keys: size (pixels), factor (VAE down-sampling), latent_channels, scale (latent scale factor),
     refiner_start (timestep below which the refiner denoises), num_train_timesteps, beta_schedule, unet
     (UNet options), training records, and `parts`: folders of the domain text encoder, the report reader
-    (its encoder is the second text encoder) and the anatomy bank, relative to the model folder.
+    (its encoder is the second text encoder) and the anatomy bank, relative to the model folder; an optional
+    `reader_encoder` part pins the second text encoder to the one the preview was trained with when the
+    pipeline's report reader has since been retrained.
     `sources` holds those folders' absolute paths while a model is built in memory.
     """
 
@@ -124,7 +126,7 @@ class SlicePreviewModel(torch.nn.Module):
         for name, where in sources.items():
             if not where.is_dir():
                 raise InputFileError(folder, f"the preview's {name} folder {where} is missing")
-        text = cls.text_encoder_from(sources["text_encoder"], sources["reader"])
+        text = cls.text_encoder_from(sources["text_encoder"], sources.get("reader_encoder", sources["reader"]))
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
         base = UNet2DConditionModel.from_pretrained(folder / "base", torch_dtype=torch.float32,
                                                     low_cpu_mem_usage=False).eval()

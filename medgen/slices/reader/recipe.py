@@ -14,8 +14,9 @@ from medgen.slices.reader.questions import KEYS, QUESTIONS, answers
 from medgen.slices.reader.train import train_stages
 from medgen.slices.sources import EVAL_SEED0, TRAIN_SEED0
 
-DEFAULTS = {"n_subjects": 1200, "n_reports": 6000, "vocab_size": 1500, "lm_steps": 600, "align_steps": 400,
-            "instruct_steps": 2500, "batch_size": 32, "train_vision": True, "n_held_out": 100}
+DEFAULTS = {"n_subjects": 1200, "n_reports": 6000, "vocab_size": 1500, "lm_steps": 600, "ground_steps": 3000,
+            "align_steps": 400, "instruct_steps": 2500, "batch_size": 32, "train_vision": True, "n_held_out": 100}
+STAGE_OPTIONS = ("lm_steps", "ground_steps", "align_steps", "instruct_steps", "batch_size", "train_vision")
 
 
 def corpus(pairs: PreviewPairs, n_reports: int) -> list[str]:
@@ -50,9 +51,7 @@ def train_slice_reader(out, *, pairs_path=None, clip=None, overwrite: bool = Fal
         from medgen.slices.clip import SliceCLIP
 
         reader.init_vision_from_clip(SliceCLIP.from_pretrained(clip))
-    record = train_stages(reader, pairs, texts, lm_steps=options["lm_steps"], align_steps=options["align_steps"],
-                          instruct_steps=options["instruct_steps"], batch_size=options["batch_size"],
-                          train_vision=options["train_vision"])
+    record = train_stages(reader, pairs, texts, **{k: options[k] for k in STAGE_OPTIONS})
     hu, findings = held_out_slices(options["n_held_out"])
     record["held_out"] = evaluate_slice_reader(reader, hu, findings)
     record["options"] = options

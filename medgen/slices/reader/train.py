@@ -2,6 +2,7 @@
 findings and captions):
 
 0. the causal LM alone on report text (medgen's report writer, train phrasing families, EN + ZH) and captions;
+0v. vision grounding: the tower alone on per-patch layout labels (`medgen.slices.reader.grounding`);
 1. feature alignment: only the projector learns, on slice -> caption;
 2. instruction tuning: questions about the slice (`medgen.slices.reader.questions`) -> short answers; the
    projector, the LM and (unlike LLaVA 1.5, measured to matter here: the tower starts untrained or from the
@@ -18,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medgen.slices.optim import one_cycle_adamw, optimizer_step
+from medgen.slices.reader.grounding import ground_vision, lesion_weighted_index
 from medgen.slices.reader.model import SliceReader
 from medgen.slices.reader.questions import KEYS, QUESTIONS, answers
 
@@ -89,7 +91,7 @@ def pretrain_lm(reader: SliceReader, texts: list[str], *, steps: int, batch_size
 
 
 def _slice_batch(reader, pixels, pairs, rng, batch_size, target_fn):
-    index = rng.integers(0, len(pixels), batch_size)
+    index = lesion_weighted_index([bool(f["lesions"]) for f in pairs.findings], rng, batch_size)
     prompts, targets = zip(*(target_fn(pairs, int(i), rng) for i in index), strict=True)
     ids, labels, mask = image_batch(reader, list(prompts), list(targets))
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": pixels[index]}
@@ -106,12 +108,17 @@ def question_target(pairs, i, rng):
 
 
 def train_stages(reader: SliceReader, pairs, texts: list[str], *, lm_steps: int, align_steps: int,
-                 instruct_steps: int, batch_size: int = 32, train_vision: bool = True, progress: bool = True) -> dict:
-    """All three stages in order; returns the record (also stored in ``reader.config["training"]``)."""
+                 instruct_steps: int, ground_steps: int = 0, batch_size: int = 32, train_vision: bool = True,
+                 progress: bool = True) -> dict:
+    """All stages in order; returns the record (also stored in ``reader.config["training"]``)."""
     pixels = reader.pixels([img.astype(np.float32) * 1024.0 for img in pairs.image])
     record = {"n_pairs": len(pairs), "n_texts": len(texts)}
     if lm_steps:
         record["stage0_lm"] = pretrain_lm(reader, texts, steps=lm_steps, batch_size=batch_size, progress=progress)
+    if ground_steps:
+        record["stage0v_ground"] = ground_vision(reader.model.model.vision_tower, pixels, pairs.labels, pairs.density,
+                                                 [bool(f["lesions"]) for f in pairs.findings], steps=ground_steps,
+                                                 batch_size=batch_size, progress=progress)
     if align_steps:
         record["stage1_align"] = _loop(
             reader, lambda rng: _slice_batch(reader, pixels, pairs, rng, batch_size, caption_target),
