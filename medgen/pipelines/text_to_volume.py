@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medgen.diffusion import Guidance, build_scheduler, sample_latents
-from medgen.errors import InputFileError, MedgenError
-from medgen.io.atomic import atomic_dir
+from medgen.diffusion import Guidance, sample_latents
+from medgen.errors import MedgenError
 from medgen.io.sidecar import provenance
-from medgen.models import ConditionalUNet, build_autoencoder, decode_tiled, latent_downsample_factor
+from medgen.models import decode_tiled, latent_downsample_factor
 from medgen.models.autoencoder import decode_latents
-from medgen.pipelines import layout_stage, storage
+from medgen.pipelines import layout_stage, persistence, storage
 from medgen.pipelines import validation as check
 from medgen.pipelines.result import GenerationResult
 from medgen.refine import GridPlan, TrilinearStage, plan_grid
@@ -141,43 +140,7 @@ class ReportToVolumePipeline:
                 they are loaded back as float32.
             overwrite: replace an existing folder.
         """
-        if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"`dtype` must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
-        path = Path(path)
-        with atomic_dir(path, overwrite=overwrite) as tmp:
-            with storage.quiet_transformers():
-                self.text_encoder.save_pretrained(tmp / "text_encoder")
-            for name, module in (("autoencoder", self.autoencoder), ("unet", self.unet)):
-                (tmp / name).mkdir()
-                config = self.config["autoencoder"] if name == "autoencoder" else module.config
-                storage.write_json(tmp / name / storage.CONFIG_NAME, dict(config))
-                storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
-            (tmp / "scheduler").mkdir()
-            storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, self.config["scheduler"])
-            storage.save_optional_components(tmp, self.reader, self.anatomy_bank, self.refiner)
-            if dtype is not None:
-                for folder in (*storage.text_encoder_folders(tmp), *storage.reader_folders(tmp)):
-                    storage.cast_safetensors(folder, dtype)
-            checksums = storage.weight_checksums(tmp)
-            storage.write_json(tmp / storage.INDEX_NAME, self._model_index(checksums))
-        if dtype in (None, torch.float32):  # the files hold exactly these weights
-            self.model_path, self.weights_sha256 = path, checksums
-        return path
-
-    def _model_index(self, checksums: dict[str, str]) -> dict:
-        from medgen import __version__
-
-        return {
-            "_class_name": type(self).__name__,
-            "_medgen_version": __version__,
-            "text_encoder": ["medgen.text", type(self.text_encoder).__name__],
-            "autoencoder": ["monai.networks.nets", type(self.autoencoder).__name__],
-            "unet": ["medgen.models", type(self.unet).__name__],
-            "scheduler": ["monai.networks.schedulers", type(self.scheduler).__name__],
-            **({"reader": ["medgen.reader", type(self.reader).__name__]} if self.reader is not None else {}),
-            "config": {k: v for k, v in self.config.items() if k not in ("autoencoder", "scheduler")},
-            "weights_sha256": checksums,
-        }
+        return persistence.save_pipeline(self, path, dtype=dtype, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, path, *, device="cpu") -> ReportToVolumePipeline:
@@ -187,37 +150,7 @@ class ReportToVolumePipeline:
             ModelNotFoundError: the folder, its model_index.json or a component folder is missing.
             InputFileError: a corrupt JSON, pickle or invalid weights, a checksum mismatch (names the file).
         """
-        from medgen.text import load_text_encoder
-
-        path = Path(path)
-        device = check.check_device(device)
-        index = storage.check_pipeline_folder(path)
-        checksums = storage.verify_checksums(path, index.get("weights_sha256") or {})
-        config = index.get("config") or {}
-        if not isinstance(config, dict):
-            raise InputFileError(path / storage.INDEX_NAME, "'config' must be a JSON object")
-        config = {
-            **config,
-            "autoencoder": storage.read_json(path / "autoencoder" / storage.CONFIG_NAME),
-            "scheduler": storage.read_json(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME),
-        }
-        with storage.quiet_transformers():
-            text_encoder = load_text_encoder({"name_or_path": str(path / "text_encoder")}).float()
-        text_encoder.set_trainable_layers(0)  # inference: frozen, eval mode, embedding cache on
-        autoencoder = _build(path / "autoencoder" / storage.CONFIG_NAME, build_autoencoder, config["autoencoder"])
-        unet_config = storage.read_json(path / "unet" / storage.CONFIG_NAME)
-        unet = _build(path / "unet" / storage.CONFIG_NAME, lambda c: ConditionalUNet(**c), unet_config)
-        storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
-        storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
-        scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
-        reader, bank, refiner = storage.load_optional_components(path)
-        try:
-            pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader, anatomy_bank=bank,
-                       refiner=refiner)
-        except ValueError as err:
-            raise InputFileError(path / storage.INDEX_NAME, str(err)) from None
-        pipe.model_path, pipe.weights_sha256 = path, checksums
-        return pipe.to(device)
+        return persistence.load_pipeline(cls, path, device=device)
 
     # ---------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -443,10 +376,3 @@ class ReportToVolumePipeline:
         return (f"{type(self).__name__}(name={self.config['name']!r}, shape={shape}, "
                 f"latent_factor={self.latent_factor}, device={self.device})")
 
-
-def _build(config_path: Path, builder, config: dict):
-    """Build a component from its config; a config the builder rejects becomes one InputFileError."""
-    try:
-        return builder(config)
-    except (TypeError, ValueError, KeyError) as err:
-        raise InputFileError(config_path, f"invalid component config ({err})") from None

@@ -137,10 +137,7 @@ def _span(text, group, columns, sub, run, offsets) -> TaggedSpan:
 
 
 def _sentence_ids(text: str) -> np.ndarray:
-    ids = np.zeros(len(text) + 1, dtype=np.int64)
-    for match in _SENTENCE_END.finditer(text):
-        ids[match.end():] += 1
-    return ids
+    return _segment_ids(text, _SENTENCE_END)
 
 
 def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray) -> list[TaggedSpan]:
@@ -190,9 +187,15 @@ def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
 
 
 def _clause_ids(text: str) -> np.ndarray:
-    ids = _sentence_ids(text) * 0
-    for match in (*_SENTENCE_END.finditer(text), *_CLAUSE_END.finditer(text)):
-        ids[match.end():] += 1
+    return _segment_ids(text, _SENTENCE_END, _CLAUSE_END)
+
+
+def _segment_ids(text: str, *ends: re.Pattern) -> np.ndarray:
+    """Per character (and one past the end): how many segment ends (`ends` matches) come before it."""
+    ids = np.zeros(len(text) + 1, dtype=np.int64)
+    for pattern in ends:
+        for match in pattern.finditer(text):
+            ids[match.end():] += 1
     return ids
 
 

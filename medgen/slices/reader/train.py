@@ -90,8 +90,8 @@ def pretrain_lm(reader: SliceReader, texts: list[str], *, steps: int, batch_size
     return _loop(reader, batch, steps=steps, lr=lr, parts=("lm",), name="stage 0 (LM)", progress=progress, seed=seed)
 
 
-def _slice_batch(reader, pixels, pairs, rng, batch_size, target_fn):
-    index = lesion_weighted_index([bool(f["lesions"]) for f in pairs.findings], rng, batch_size)
+def _slice_batch(reader, pixels, pairs, has_lesion, rng, batch_size, target_fn):
+    index = lesion_weighted_index(has_lesion, rng, batch_size)
     prompts, targets = zip(*(target_fn(pairs, int(i), rng) for i in index), strict=True)
     ids, labels, mask = image_batch(reader, list(prompts), list(targets))
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": pixels[index]}
@@ -112,21 +112,22 @@ def train_stages(reader: SliceReader, pairs, texts: list[str], *, lm_steps: int,
                  progress: bool = True) -> dict:
     """All stages in order; returns the record (also stored in ``reader.config["training"]``)."""
     pixels = reader.pixels([img.astype(np.float32) * 1024.0 for img in pairs.image])
+    has_lesion = np.array([bool(f["lesions"]) for f in pairs.findings])
     record = {"n_pairs": len(pairs), "n_texts": len(texts)}
     if lm_steps:
         record["stage0_lm"] = pretrain_lm(reader, texts, steps=lm_steps, batch_size=batch_size, progress=progress)
     if ground_steps:
         record["stage0v_ground"] = ground_vision(reader.model.model.vision_tower, pixels, pairs.labels, pairs.density,
-                                                 [bool(f["lesions"]) for f in pairs.findings], steps=ground_steps,
+                                                 has_lesion, steps=ground_steps,
                                                  batch_size=batch_size, progress=progress)
     if align_steps:
         record["stage1_align"] = _loop(
-            reader, lambda rng: _slice_batch(reader, pixels, pairs, rng, batch_size, caption_target),
+            reader, lambda rng: _slice_batch(reader, pixels, pairs, has_lesion, rng, batch_size, caption_target),
             steps=align_steps, lr=1e-3, parts=("projector",), name="stage 1 (projector)", progress=progress, seed=1)
     if instruct_steps:
         parts = ("vision", "projector", "lm") if train_vision else ("projector", "lm")
         record["stage2_instruct"] = _loop(
-            reader, lambda rng: _slice_batch(reader, pixels, pairs, rng, batch_size, question_target),
+            reader, lambda rng: _slice_batch(reader, pixels, pairs, has_lesion, rng, batch_size, question_target),
             steps=instruct_steps, lr=5e-4, parts=parts, name="stage 2 (instructions)", progress=progress, seed=2)
     reader.config["training"] = record
     return record
