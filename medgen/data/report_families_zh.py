@@ -275,10 +275,11 @@ def anaphoric(f: Findings, rng: np.random.Generator) -> str:
                    f"{w['post']}，{w['mg']}。")
     if f.effusion:
         side, grade = effusion_words(f.effusion, rng, H)
-        out.append(f"{side}胸腔内可见{grade}液体密度影，考虑⟦eff|胸腔积液⟧。")
+        # "符合"/"为", not "考虑": 考虑 is a hedge in the training families and the hand-written truth
+        out.append(f"{side}胸腔内可见{grade}液体密度影，为⟦eff|胸腔积液⟧。")
     if f.emphysema:
         grade, where = emphysema_words(f.emphysema, rng, H)
-        out.append(f"两肺透亮度增高，肺纹理稀疏，考虑{grade}⟦emph|肺气肿⟧{where}。")
+        out.append(f"两肺透亮度增高，肺纹理稀疏，符合{grade}⟦emph|肺气肿⟧{where}。")
     out += _negations(f, rng, H) + _distractors(rng, H)
     if f.is_normal:
         out.append(pick(rng, NORMAL[H]))

@@ -13,7 +13,8 @@
    A sentence ends at '.', '。' or a line end. A sentence
    with a lobe and a size but no lesion word gets an implicit (restated) lesion anchor (`_implicit_lesions`).
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
-   ones ('?') become `certainty="possible"`. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
+   ones ('?') become `certainty="possible"`. A sized mention with the lobe and long axis (±0.5 mm) of a lesion
+   in an earlier section ("FINDINGS:" ... "IMPRESSION:") is that lesion said again. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
    the earlier lesion of its lobe with the closest size (and type, when both are stated); so does a mention
    with no size of its own, and a sized mention fills an earlier unsized one of its lobe. A mention with no
    lobe ("The nodule measures 12 mm.") adds what it says to the lesion before it. Effusion sides are pooled
@@ -36,12 +37,19 @@ THRESHOLD = 0.5
 DEFAULT_SIZE_MM = 10.0
 ATTRIBUTES = {"les": ("size", "loc", "type", "margin"), "eff": ("eside", "egrade"), "emph": ("xgrade", "xdist")}
 _SENTENCE_END = re.compile(r"\.(?!\d)|。|\n")  # not a decimal point (3.5, .8)
+# a heading that opens a section: "IMPRESSION:", "Lungs and airways:", "印象：" at a line start (not a lobe
+# label: "RLL: 7 mm focus." lines list lesions of one section)
+_SECTION_START = re.compile(r"(?:^|\n)[ \t]*(?:[A-Za-z][A-Za-z /&-]{3,40}|[\u4e00-\u9fff]{2,8})[ \t]*[:：]")
 _CLAUSE_END = re.compile(r",(?!\d)|，|;|；")  # not a decimal comma (2,5 cm)
 # a number (digits, English number words, Chinese numerals) with its separators, just before a size span that
 # holds only a unit ("35 [mm]", "twelve [millimeters]", "3.5 x 2.8 [cm]")
 _NUMBER_TOKEN = r"(?:\d+(?:[.,]\d+)?|[零〇一二两三四五六七八九十点]+|\b(?:" + "|".join(NUMBER_WORDS) + r")\b)"
 _NUMBER_BEFORE = re.compile(  # separators unambiguous (no nested optional whitespace): linear matching
     _NUMBER_TOKEN + r"(?:(?:\s*(?:[x×*]|by|to|-)\s*|\s+)" + _NUMBER_TOKEN + r")*\s*$", re.IGNORECASE)
+
+_SIDE_WORDS = re.compile(r"\b(?:the|left|right)(?:[- ]sided)?\b|[左右]侧?", re.IGNORECASE)
+# a list item's number ("1. ", "2) ", "3、") where a line or a heading ("IMPRESSION: ") begins
+_LIST_NUMBER = re.compile(r"\d{1,2}(?:[.)](?=\s)|、)\s*")
 
 
 @dataclass
@@ -68,6 +76,7 @@ class _Candidate:
     sized: bool
     typed: bool
     repeat: bool = False
+    section: int = 0
 
 
 @dataclass
@@ -94,7 +103,8 @@ def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -
                 run = []
             if active:
                 run.append(t)
-    return sorted((_widen_size(text, s) if s.group == "size" else s for s in spans), key=lambda s: (s.start, s.group))
+    spans = [_size_span(text, s) if s.group == "size" else s for s in spans]
+    return sorted((s for s in spans if s is not None), key=lambda s: (s.start, s.group))
 
 
 def _word_char(c: str) -> bool:
@@ -114,6 +124,27 @@ def _pool_words(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) ->
                 out[start:t] = probs[start:t].mean(0)
             start = t
     return out
+
+
+def _size_span(text: str, span: TaggedSpan) -> TaggedSpan | None:
+    """A size span without the list number it was cut with ("[1. 2.9 cm]" of a numbered list), widened over
+    the number before it when it holds none ("35 [mm]"); None when only a list number was tagged ("[3]. ...")."""
+    start = span.start
+    while start < span.end and not (text[start].isalnum() or text[start] == "."
+                                    and start + 1 < span.end and text[start + 1].isdigit()):
+        start += 1  # punctuation and line breaks the span began with (".\n2. 1.1 cm")
+    if start == span.end:
+        return _widen_size(text, span)
+    before = text[max(0, start - 80):start].rstrip(" \t")
+    line_start = before[-1:] in ("\n", ":", "：") or (not before and start <= 80)
+    item = _LIST_NUMBER.match(text, start) if line_start else None
+    if item is not None:
+        if item.end() >= span.end:
+            return None
+        start = item.end()
+    if start != span.start:
+        span = TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score)
+    return _widen_size(text, span)
 
 
 def _widen_size(text: str, span: TaggedSpan) -> TaggedSpan:
@@ -159,8 +190,23 @@ def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray) -> list[Tag
     return out
 
 
+def _side_only_locations(spans: list[TaggedSpan], clause: np.ndarray) -> list[TaggedSpan]:
+    """A 'location' that is only a side word ("Small [left] pleural effusion.") in a clause about an effusion
+    and no lesion is the effusion's side: a lobe needs more than a side."""
+    kinds = {(int(clause[s.start]), s.group) for s in spans if s.group in ("les", "eff")}
+    out = []
+    for s in spans:
+        where = int(clause[s.start])
+        if (s.group == "loc" and not _SIDE_WORDS.sub("", s.text).strip(" -,") and (where, "eff") in kinds
+                and (where, "les") not in kinds):
+            s = TaggedSpan("eside", s.value.split("_")[0], s.start, s.end, s.text, s.score)
+        out.append(s)
+    return out
+
+
 def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
     sentence, clause = _sentence_ids(text), _clause_ids(text)
+    spans = _side_only_locations(spans, clause)
     spans = sorted([*spans, *_implicit_lesions(spans, sentence)], key=lambda s: s.start)
     anchors = {kind: [_Anchor(s, int(sentence[s.start])) for s in spans if s.group == kind] for kind in ATTRIBUTES}
     for kind, groups in ATTRIBUTES.items():
@@ -211,6 +257,7 @@ def _first(anchor: _Anchor, group: str) -> str | None:
 def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     """Findings from tagged spans, and warnings about what could not be used."""
     anchors, warnings = _attach(text, spans), []
+    sections = _segment_ids(text, _SECTION_START)
     candidates: list[_Candidate] = []
     for anchor in anchors["les"]:
         if anchor.span.value == "-":
@@ -218,7 +265,7 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
         if _first(anchor, "loc") is None and candidates:
             _fill(candidates[-1], anchor)
             continue
-        candidate = _lesion(anchor, warnings)
+        candidate = _lesion(anchor, warnings, int(sections[anchor.span.start]))
         if candidate is not None:
             _merge(candidates, candidate)
     for c in candidates:
@@ -230,7 +277,7 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     return findings, warnings
 
 
-def _lesion(anchor: _Anchor, warnings: list[str]) -> _Candidate | None:
+def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0) -> _Candidate | None:
     lobe = _first(anchor, "loc")
     if lobe is None:
         warnings.append(f"lesion mention {anchor.span.text!r} at character {anchor.span.start} has no lobe; "
@@ -243,7 +290,7 @@ def _lesion(anchor: _Anchor, warnings: list[str]) -> _Candidate | None:
                     diameters_mm=sizes if sizes and len(sizes) > 1 else None,
                     certainty="possible" if anchor.span.value == "?" else "definite")
     return _Candidate(lesion, sized=bool(sizes), typed=_first(anchor, "type") is not None,
-                      repeat=anchor.span.value == "^")
+                      repeat=anchor.span.value == "^", section=section)
 
 
 def _sizes(anchor: _Anchor) -> tuple[float, ...] | None:
@@ -269,6 +316,14 @@ def _fill(candidate: _Candidate, anchor: _Anchor) -> None:
 
 def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
     """Fold a restated or unsized mention into the earlier lesion it repeats; otherwise it is a new lesion."""
+    b = new.lesion
+    twins = [old for old in candidates if old.sized and new.sized and old.lesion.lobe == b.lobe
+             and abs(old.lesion.diameter_mm - b.diameter_mm) < 0.5 and old.section != new.section]
+    if twins:  # the lobe and long axis of a lesion in an earlier section: "FINDINGS: ...", then "IMPRESSION: ..."
+        old = twins[-1]
+        if new.typed and not old.typed:
+            old.lesion.density, old.typed = b.density, True
+        return
     if not (new.repeat or not new.sized):
         unsized = [old for old in candidates if old.lesion.lobe == new.lesion.lobe and not old.sized
                    and (not (old.typed and new.typed) or old.lesion.type == new.lesion.type)]
@@ -281,7 +336,6 @@ def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
         if new.typed and not old.typed:
             old.lesion.density, old.typed = new.lesion.density, True
         return
-    b = new.lesion
     same = [old for old in candidates if old.lesion.lobe == b.lobe
             and (not (old.typed and new.typed) or old.lesion.type == b.type)]
     if new.sized:
