@@ -51,8 +51,7 @@ INTERVAL = {T: ("unchanged", "stable", "new", "enlarging", "slightly larger", "i
             H: ("grossly similar", "newly seen", "minimally increased")}
 HEDGE_PRE = {T: ("possible", "probable", "suspected", "likely", "presumed", "suspicious"), H: ("questionable", "equivocal")}
 HEDGE_POST = {T: ("cannot be excluded", "is suspected", "is likely", "cannot be ruled out", "is possible",
-                  "cannot be entirely excluded", "is not ruled out", "is questioned", "could be present",
-                  "is a consideration"), H: ("is not excluded", "may be present")}
+                  "cannot be entirely excluded"), H: ("is not excluded", "may be present")}
 CORRECTION = {T: (", correction, {right}", " (correction: {right})", ", or rather the {right}"),
               H: (", sorry, {right}", " -- amended to {right} --")}
 RESOLVED = {T: ("The previously described {loc} {noun} has resolved.", "Interval resolution of the {loc} {noun}."),

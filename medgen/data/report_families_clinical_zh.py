@@ -26,8 +26,7 @@ T, H = "train", "heldout"
 DATES = ("2025-03-14", "2026年1月8日", "2025.12.02")
 COMPARE = {T: ("对比{date}胸部CT：", "与{date}片比较："), H: ("参照{date}旧片：",)}
 INTERVAL = {T: ("较前相仿", "较前增大", "为新发", "较前略增大", "大致同前"), H: ("与前片比较无明显变化", "新出现")}
-HEDGE_PRE = {T: ("可疑", "疑似", "考虑", "怀疑", "不能排除", "倾向"), H: ("不除外",)}
-HEDGE_POST = {T: ("可能", "可能性大", "待排", "不能排除")}  # after the finding (training only)
+HEDGE_PRE = {T: ("可疑", "疑似", "考虑", "怀疑"), H: ("不除外",)}
 CORRECTION = {T: ("（更正：{right}）", "，更正为{right}"), H: ("，应为{right}",)}
 RESOLVED = {T: ("原{loc}{noun}已吸收。", "前片所示{loc}{noun}本次已消失。"), H: ("旧片{loc}{noun}现未再显示。",)}
 SIDE_NEG = {T: ("{side}胸腔未见⟦eff-|积液⟧。", "{side}未见⟦eff-|胸腔积液⟧。"), H: ("{side}胸膜腔清晰，无⟦eff-|积液⟧。",)}
@@ -51,11 +50,8 @@ def _lesion(m: Measured, rng: np.random.Generator, vocab: str) -> list[str]:
     size = size_text(m, pick(rng, SIZE_STYLES[vocab]))
     where = _where(m, rng, vocab)
     if m.lesion.certainty == "possible":
-        forms = [f"{where}见{pick(rng, HEDGE_PRE[vocab])}{w['d']}{w['n']}，大小约{size}。",
-                 f"{pick(rng, HEDGE_PRE[vocab])}{where}{w['d']}{w['n']}，约{size}。"]
-        if vocab == T:
-            forms.append(f"{where}{w['d']}{w['n']}，约{size}，{pick(rng, HEDGE_POST[T])}。")
-        return [pick(rng, forms)]
+        return [pick(rng, (f"{where}见{pick(rng, HEDGE_PRE[vocab])}{w['d']}{w['n']}，大小约{size}。",
+                           f"{pick(rng, HEDGE_PRE[vocab])}{where}{w['d']}{w['n']}，约{size}。"))]
     if chance(rng, 0.4):  # spread over several sentences
         return [f"{where}见一{w['n']}。", pick(rng, ANAPHOR[vocab]).format(size=size), f"{w['post']}，{w['mg']}。"]
     interval = f"，{pick(rng, INTERVAL[vocab])}" if chance(rng, 0.5) else ""
@@ -69,8 +65,6 @@ def _effusion(e: Effusion, rng: np.random.Generator, vocab: str) -> list[str]:
     noun = mark(pick(rng, ("积液", "胸腔积液", "胸水", "胸膜腔积液")), certainty_tag("eff", e.certainty))
     if e.certainty == "possible":
         out = [f"{side}胸腔{pick(rng, HEDGE_PRE[vocab])}{grade}{noun}。"]
-        if vocab == T and chance(rng, 0.4):
-            out = [f"{side}胸腔{grade}{noun}{pick(rng, HEDGE_POST[T])}。"]
     else:
         interval = f"，{pick(rng, INTERVAL[vocab][:2])}" if chance(rng, 0.3) else ""
         out = [f"{side}胸腔见{grade}{noun}{interval}。"]

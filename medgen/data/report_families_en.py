@@ -124,8 +124,8 @@ def _impression(f: Findings, ms: list[Measured], rng: np.random.Generator) -> li
     for m in ms:
         w = lesion_words(m, rng, T, repeat=True)
         lobe = lobe_words(m.lobe, rng, ("full", "abbr"))
-        size = size_text(m, pick(rng, ("mm", "mm", "cm", "axb", "axb-cm", "mm-adj")))  # list numbers beside sizes
-        items.append(capitalize(pick(rng, (f"{size} {w['d']} {w['n']}, {lobe}.", f"{lobe} {w['d']} {w['n']} ({size})."))))
+        items.append(capitalize(pick(rng, (f"{size_text(m, 'mm')} {w['d']} {w['n']}, {lobe}.",
+                                           f"{lobe} {w['d']} {w['n']} ({size_text(m, 'mm')})."))))
     if f.effusion:
         items.append(capitalize(effusion_phrase(f.effusion, rng) + "."))
     if f.emphysema:

@@ -115,8 +115,7 @@ EMPHYSEMA_GRADE = {
 }
 EMPHYSEMA_UPPER = {
     "train": (", upper lobe predominant", " with upper lobe predominance", ", predominantly in the upper lobes",
-              ", apical predominant", ", worst in the upper lobes", ", most marked in the upper lobes",
-              ", predominantly apical", " with apical predominance", ", mainly affecting the upper lobes"),
+              ", apical predominant", ", worst in the upper lobes"),
     "heldout": (", most pronounced at the lung apices", " with an upper-zone predominance"),
 }
 EMPHYSEMA_DIFFUSE = {"train": ("", ", diffuse"), "heldout": ("", " without zonal predominance")}

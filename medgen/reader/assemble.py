@@ -35,6 +35,7 @@ from medgen.volume import DENSITY_WORD_DEFAULTS
 
 THRESHOLD = 0.5
 DEFAULT_SIZE_MM = 10.0
+MAX_SIZE_MM = 300.0  # no lung lesion is larger; a bigger "size" is a misread number
 ATTRIBUTES = {"les": ("size", "loc", "type", "margin"), "eff": ("eside", "egrade"), "emph": ("xgrade", "xdist")}
 _SENTENCE_END = re.compile(r"\.(?!\d)|。|\n")  # not a decimal point (3.5, .8)
 # a heading that opens a section: "IMPRESSION:", "Lungs and airways:", "印象：" at a line start (not a lobe
@@ -283,7 +284,7 @@ def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0) -> _Candidat
         warnings.append(f"lesion mention {anchor.span.text!r} at character {anchor.span.start} has no lobe; "
                         "it was left out")
         return None
-    sizes = _sizes(anchor)
+    sizes = _sizes(anchor, warnings)
     kind = _first(anchor, "type") or "solid"
     lesion = Lesion(lobe=lobe, diameter_mm=sizes[0] if sizes else DEFAULT_SIZE_MM,
                     density=DENSITY_WORD_DEFAULTS[kind], margin=_first(anchor, "margin") or "smooth",
@@ -293,9 +294,14 @@ def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0) -> _Candidat
                       repeat=anchor.span.value == "^", section=section)
 
 
-def _sizes(anchor: _Anchor) -> tuple[float, ...] | None:
+def _sizes(anchor: _Anchor, warnings: list[str] | None = None) -> tuple[float, ...] | None:
     for span in anchor.attributes.get("size", []):
         sizes = parse_size_mm(span.text)
+        if sizes and sizes[0] > MAX_SIZE_MM:  # a date or an accession number tagged as a size ("2025")
+            if warnings is not None:
+                warnings.append(f"size {span.text!r} at character {span.start} reads {sizes[0]:g} mm, more than a "
+                                f"lung can hold ({MAX_SIZE_MM:g} mm): ignored")
+            continue
         if sizes:
             return sizes
     return None
