@@ -372,3 +372,14 @@ def test_a_year_tagged_as_a_size_is_ignored_with_a_warning_not_a_crash():
     findings, warnings = assemble(text, decode_spans(text, probs, words))
     assert [(x.lobe, x.diameter_mm) for x in findings.lesions] == [("right_upper", 10.0)]
     assert any("2025" in w and "ignored" in w for w in warnings)
+
+
+def test_a_sentence_without_a_lesion_word_does_not_lend_its_lobe_and_size_to_a_mention_of_an_earlier_section():
+    """en_h13: the IMPRESSION's 'Two centimeter subsolid left lower lobe nodule.' (noun missed) gave its lobe and
+    size to 'parenchyma' (falsely tagged a lesion) in FINDINGS: two 20 mm LLL lesions."""
+    text = ("Indication: follow-up.\nThere is a subsolid nodule in the LLL measuring 20 mm. The parenchyma shows "
+            "emphysema.\nImpression: 20 mm subsolid LLL focus.")
+    words, probs = _tag_words(text, {"nodule": ["les"], "LLL": ["loc=left_lower"], "20": ["size"], "mm": ["size"],
+                                     "parenchyma": ["les"], "subsolid": ["type=part-solid"]})
+    findings, _ = assemble(text, decode_spans(text, probs, words))
+    assert [(x.lobe, x.diameter_mm, x.type) for x in findings.lesions] == [("left_lower", 20.0, "part-solid")]

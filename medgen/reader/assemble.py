@@ -9,7 +9,8 @@
    nearest anchor of its finding kind in the same clause (clauses end at ',', ';' and their full-width
    forms), so "左侧少量积液，右侧未见积液" gives each side to its own mention; else to the nearest anchor of
    the sentence, preferring one whose clause did not state that attribute ("双侧胸腔积液，右侧大量，左侧少量"
-   pools both sides); in a sentence without an anchor, to the last anchor before it ("It measures 12 mm.").
+   pools both sides); in a sentence without an anchor, to the last anchor before it in its section ("It
+   measures 12 mm."; sections open at a heading such as "IMPRESSION:").
    A sentence ends at '.', '。' or a line end. A sentence
    with a lobe and a size but no lesion word gets an implicit (restated) lesion anchor (`_implicit_lesions`).
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
@@ -172,18 +173,19 @@ def _sentence_ids(text: str) -> np.ndarray:
     return _segment_ids(text, _SENTENCE_END)
 
 
-def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray) -> list[TaggedSpan]:
+def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray, section: np.ndarray) -> list[TaggedSpan]:
     """Lesion anchors for sentences that name a lobe and a size but no lesion word ("LLL: 9 mm, ground-glass.",
-    a missed noun): such a sentence describes a lesion, unless it goes on about a lesion named earlier without
-    a lobe ("A nodule is seen. It lies in the RUL and measures 9 mm."). Marked restated ('^'), so one that
-    repeats an earlier lesion of its lobe and size merges into it."""
+    a missed noun): such a sentence describes a lesion, unless it goes on about a lesion named earlier in its
+    section without a lobe ("A nodule is seen. It lies in the RUL and measures 9 mm."). Marked restated ('^'),
+    so one that repeats an earlier lesion of its lobe and size merges into it."""
     out = []
     for where in sorted({int(sentence[s.start]) for s in spans}):
         here = [s for s in spans if int(sentence[s.start]) == where]
         locs, sizes = [s for s in here if s.group == "loc"], [s for s in here if s.group == "size"]
         if not locs or not sizes or any(s.group == "les" for s in here):
             continue
-        before = [s for s in spans if s.group == "les" and int(sentence[s.start]) < where]
+        before = [s for s in spans if s.group == "les" and int(sentence[s.start]) < where
+                  and section[s.start] == section[locs[0].start]]
         if before and not any(s.group == "loc" and sentence[s.start] == sentence[before[-1].start] for s in spans):
             continue
         loc = locs[0]
@@ -206,9 +208,9 @@ def _side_only_locations(spans: list[TaggedSpan], clause: np.ndarray) -> list[Ta
 
 
 def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
-    sentence, clause = _sentence_ids(text), _clause_ids(text)
+    sentence, clause, section = _sentence_ids(text), _clause_ids(text), _section_ids(text)
     spans = _side_only_locations(spans, clause)
-    spans = sorted([*spans, *_implicit_lesions(spans, sentence)], key=lambda s: s.start)
+    spans = sorted([*spans, *_implicit_lesions(spans, sentence, section)], key=lambda s: s.start)
     anchors = {kind: [_Anchor(s, int(sentence[s.start])) for s in spans if s.group == kind] for kind in ATTRIBUTES}
     for kind, groups in ATTRIBUTES.items():
         later = []  # attributes outside their anchor's clause: attached once every clause has its own
@@ -224,13 +226,18 @@ def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
             if same:  # an anchor whose clause does not state this attribute yet, else the nearest one
                 free = [a for a in same if span.group not in a.attributes] or same
                 anchor = min(free, key=lambda a: _gap(a.span, span))
-            else:
-                before = [a for a in anchors[kind] if a.span.start < span.start]
+            else:  # "It measures 12 mm." goes with the mention before it, never one of an earlier section
+                before = [a for a in anchors[kind] if a.span.start < span.start
+                          and section[a.span.start] == section[span.start]]
                 if not before:
                     continue
                 anchor = before[-1]
             anchor.attributes.setdefault(span.group, []).append(span)
     return anchors
+
+
+def _section_ids(text: str) -> np.ndarray:
+    return _segment_ids(text, _SECTION_START)
 
 
 def _clause_ids(text: str) -> np.ndarray:
@@ -258,7 +265,7 @@ def _first(anchor: _Anchor, group: str) -> str | None:
 def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     """Findings from tagged spans, and warnings about what could not be used."""
     anchors, warnings = _attach(text, spans), []
-    sections = _segment_ids(text, _SECTION_START)
+    sections = _section_ids(text)
     candidates: list[_Candidate] = []
     for anchor in anchors["les"]:
         if anchor.span.value == "-":
