@@ -383,3 +383,22 @@ def test_a_sentence_without_a_lesion_word_does_not_lend_its_lobe_and_size_to_a_m
                                      "parenchyma": ["les"], "subsolid": ["type=part-solid"]})
     findings, _ = assemble(text, decode_spans(text, probs, words))
     assert [(x.lobe, x.diameter_mm, x.type) for x in findings.lesions] == [("left_lower", 20.0, "part-solid")]
+
+
+@pytest.mark.parametrize("text, lobe_word, tagged_lobe, expected", [
+    ("RIGHT LUNG: Clear.\nLEFT LUNG: The lower lobe contains a 9 mm nodule.", "lower", "right_lower", "left_lower"),
+    ("LEFT LUNG: The middle lobe contains a 9 mm nodule.", "middle", "right_middle", "left_upper"),
+    ("RIGHT LUNG: The upper lobe contains a 9 mm nodule.", "upper", "left_upper", "right_upper"),
+    ("LEFT LUNG: The right lower lobe contains a 9 mm nodule.", "right", "right_lower", "right_lower"),  # said
+    ("FINDINGS: The lower lobe contains a 9 mm nodule.", "lower", "right_lower", "right_lower"),  # no side
+])
+def test_a_lobe_named_without_a_side_takes_the_side_of_its_heading(text, lobe_word, tagged_lobe, expected):
+    """v9 read 'LEFT LUNG: ... The lower lobe contains an 89 mm ... mass' as right lower lobe (held-out
+    en.lung_by_lung): the tagger never saw a lobe without its side and guessed one."""
+    tags = {lobe_word: [f"loc={tagged_lobe}"], "lobe": [f"loc={tagged_lobe}"], "9": ["size"], "mm": ["size"],
+            "nodule": ["les"]}
+    if lobe_word == "right":
+        tags["lower"] = [f"loc={tagged_lobe}"]
+    words, probs = _tag_words(text, tags)
+    findings, _ = assemble(text, decode_spans(text, probs, words))
+    assert [x.lobe for x in findings.lesions] == [expected]

@@ -15,7 +15,8 @@
    with a lobe and a size but no lesion word gets an implicit (restated) lesion anchor (`_implicit_lesions`).
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
    ones ('?') become `certainty="possible"`. A sized mention with the lobe and long axis (±0.5 mm) of a lesion
-   in an earlier section ("FINDINGS:" ... "IMPRESSION:") is that lesion said again. A restated lesion ('les^', e.g. an IMPRESSION line) merges into
+   in an earlier section ("FINDINGS:" ... "IMPRESSION:") is that lesion said again. A lobe named without a side
+   ("The lower lobe contains ...") takes the side of its section's heading ("LEFT LUNG:", "左肺："). A restated lesion ('les^', e.g. an IMPRESSION line) merges into
    the earlier lesion of its lobe with the closest size (and type, when both are stated); so does a mention
    with no size of its own, and a sized mention fills an earlier unsized one of its lobe. A mention with no
    lobe ("The nodule measures 12 mm.") adds what it says to the lesion before it. Effusion sides are pooled
@@ -42,6 +43,13 @@ _SENTENCE_END = re.compile(r"\.(?!\d)|。|\n")  # not a decimal point (3.5, .8)
 # a heading that opens a section: "IMPRESSION:", "Lungs and airways:", "印象：" at a line start (not a lobe
 # label: "RLL: 7 mm focus." lines list lesions of one section)
 _SECTION_START = re.compile(r"(?:^|\n)[ \t]*(?:[A-Za-z][A-Za-z /&-]{3,40}|[\u4e00-\u9fff]{2,8})[ \t]*[:：]")
+# a side named by a location or a heading ("left lower lobe", "RLL", "lingula", "右肺", "RIGHT LUNG:")
+_SIDE_CUE = re.compile(r"\b(?:right|left|[RL](?:UL|ML|LL)?)\b|lingul|[左右舌]", re.IGNORECASE)
+_SIDE_OF = {"right": "right", "左": "left", "右": "right", "left": "left", "r": "right", "l": "left"}
+# a lobe read without a side, moved to the side its section heading names ("LEFT LUNG: The lower lobe ...")
+_ON_SIDE = {("right_upper", "left"): "left_upper", ("right_middle", "left"): "left_upper",
+            ("right_lower", "left"): "left_lower", ("left_upper", "right"): "right_upper",
+            ("left_lower", "right"): "right_lower"}
 _CLAUSE_END = re.compile(r",(?!\d)|，|;|；")  # not a decimal comma (2,5 cm)
 # a number (digits, English number words, Chinese numerals) with its separators, just before a size span that
 # holds only a unit ("35 [mm]", "twelve [millimeters]", "3.5 x 2.8 [cm]")
@@ -265,7 +273,7 @@ def _first(anchor: _Anchor, group: str) -> str | None:
 def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     """Findings from tagged spans, and warnings about what could not be used."""
     anchors, warnings = _attach(text, spans), []
-    sections = _section_ids(text)
+    sections, heading_sides = _section_ids(text), _heading_sides(text)
     candidates: list[_Candidate] = []
     for anchor in anchors["les"]:
         if anchor.span.value == "-":
@@ -273,7 +281,8 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
         if _first(anchor, "loc") is None and candidates:
             _fill(candidates[-1], anchor)
             continue
-        candidate = _lesion(anchor, warnings, int(sections[anchor.span.start]))
+        section = int(sections[anchor.span.start])
+        candidate = _lesion(anchor, warnings, section, heading_sides.get(section))
         if candidate is not None:
             _merge(candidates, candidate)
     for c in candidates:
@@ -285,12 +294,26 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     return findings, warnings
 
 
-def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0) -> _Candidate | None:
+def _heading_sides(text: str) -> dict[int, str]:
+    """Section id -> the one side its heading names ("RIGHT LUNG:", "左肺："); headings naming none or both are
+    left out."""
+    out = {}
+    for k, match in enumerate(_SECTION_START.finditer(text), 1):
+        sides = {_SIDE_OF.get(cue.lower()) for cue in _SIDE_CUE.findall(match.group(0))} - {None}
+        if len(sides) == 1:
+            out[k] = sides.pop()
+    return out
+
+
+def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0,
+            heading_side: str | None = None) -> _Candidate | None:
     lobe = _first(anchor, "loc")
     if lobe is None:
         warnings.append(f"lesion mention {anchor.span.text!r} at character {anchor.span.start} has no lobe; "
                         "it was left out")
         return None
+    if heading_side and not any(_SIDE_CUE.search(s.text) for s in anchor.attributes["loc"]):
+        lobe = _ON_SIDE.get((lobe, heading_side), lobe)  # "the lower lobe" under "LEFT LUNG:"
     sizes = _sizes(anchor, warnings)
     kind = _first(anchor, "type") or "solid"
     lesion = Lesion(lobe=lobe, diameter_mm=sizes[0] if sizes else DEFAULT_SIZE_MM,
