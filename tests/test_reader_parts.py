@@ -11,8 +11,9 @@ import pytest
 from medgen.data.findings import Effusion, Emphysema, Findings, Lesion
 from medgen.data.reports import HEDGING_FAMILIES, PHRASING_FAMILIES, write_report
 from medgen.data.spans import Span, mark, strip_marks, visible
-from medgen.reader.assemble import assemble, decode_spans
+from medgen.reader.assemble import assemble
 from medgen.reader.corpus import make_examples
+from medgen.reader.decode import decode_spans
 from medgen.reader.labels import LABEL_INDEX, LABELS, token_targets
 from medgen.reader.scoring import compare, score
 from medgen.reader.sizes import parse_size_mm
@@ -163,7 +164,7 @@ def test_a_lobeless_mention_and_a_later_size_complete_the_earlier_lesion():
 
 def _spans(text: str, *parts: tuple[str, str, str]):
     """TaggedSpans for (words, group, value) found left to right in `text`."""
-    from medgen.reader.assemble import TaggedSpan
+    from medgen.reader.decode import TaggedSpan
 
     out, at = [], 0
     for words, group, value in parts:

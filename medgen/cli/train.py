@@ -145,6 +145,12 @@ def run(args) -> int:
     return 0
 
 
+# integer options of `medgen train slices reader` (None: the recipe's default) and their help
+_SLICE_READER_INT_OPTIONS = {"n_subjects": None, "lm_steps": None,
+                             "ground_steps": "vision grounding steps on per-patch layout labels (0 = none)",
+                             "align_steps": None, "instruct_steps": None, "batch_size": None, "n_held_out": None}
+
+
 def _register_slices(sub) -> None:
     slices = sub.add_parser("slices", help="train the 2D slice models (preview)")
     models = slices.add_subparsers(dest="slices_model", required=True)
@@ -166,11 +172,8 @@ def _register_slices(sub) -> None:
     r.add_argument("--out", type=Path, required=True, help="output slice reader folder")
     r.add_argument("--pairs", type=Path, default=None,
                    help="training pairs (the preview's OUT.work/pairs.npz); default: build them")
-    for name in ("n_subjects", "lm_steps", "ground_steps", "align_steps", "instruct_steps", "batch_size",
-                 "n_held_out"):
-        r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None,
-                       help="vision grounding steps on per-patch layout labels (0 = none)"
-                       if name == "ground_steps" else None)
+    for name, help_text in _SLICE_READER_INT_OPTIONS.items():
+        r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None, help=help_text)
     r.add_argument("--clip", type=Path, default=None,
                    help="slice CLIP folder (`medgen slices train-clip`) whose image tower starts the vision tower")
     r.add_argument("--frozen-vision", action="store_true", help="keep the vision tower frozen in stage 2 (LLaVA 1.5)")
@@ -206,9 +209,7 @@ def run_slices_reader(args) -> int:
     from medgen.slices.reader.recipe import train_slice_reader
 
     check_output_path(args.out, overwrite=args.overwrite)
-    options = {k: getattr(args, k) for k in ("n_subjects", "lm_steps", "ground_steps", "align_steps",
-                                             "instruct_steps", "batch_size", "n_held_out")
-               if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in _SLICE_READER_INT_OPTIONS if getattr(args, k) is not None}
     record = train_slice_reader(args.out, pairs_path=args.pairs, clip=args.clip, overwrite=args.overwrite,
                                 train_vision=not args.frozen_vision, **options)
     print(f"slice reader: {args.out}; held-out: {record['held_out']['en']} (EN), {record['held_out']['zh']} (ZH)")

@@ -1,10 +1,6 @@
-"""Turn the tagger's per-token labels into `Findings`.
+"""Turn tagged spans (`medgen.reader.decode`) into `Findings`.
 
-1. Spans: consecutive tokens whose best label in a group (anchors les/eff/emph, size, loc, type, ...) is
-   above threshold form one span (anchors also split where their assertion changes); a span's value is the
-   label with the highest mean probability over its tokens.
-   Token probabilities are first pooled over each word's sub-word pieces ("fl" "##uid" read as one word),
-   and a size span the tagger cut short of its number ("35 [mm]") is widened over the number before it.
+1. Spans: `medgen.reader.decode.decode_spans`.
 2. Attachment: every attribute span (size, loc, type, margin / eside, egrade / xgrade, xdist) goes to the
    nearest anchor of its finding kind in the same clause (clauses end at ',', ';' and their full-width
    forms), so "左侧少量积液，右侧未见积液" gives each side to its own mention; else to the nearest anchor of
@@ -16,11 +12,11 @@
 3. Findings: negated anchors ('les-', 'eff-', 'emph-') are dropped with everything attached to them; hedged
    ones ('?') become `certainty="possible"`. A sized mention with the lobe and long axis (±0.5 mm) of a lesion
    in an earlier section ("FINDINGS:" ... "IMPRESSION:") is that lesion said again. A lobe named without a side
-   ("The lower lobe contains ...") takes the side of its section's heading ("LEFT LUNG:", "左肺："). A restated lesion ('les^', e.g. an IMPRESSION line) merges into
-   the earlier lesion of its lobe with the closest size (and type, when both are stated); so does a mention
-   with no size of its own, and a sized mention fills an earlier unsized one of its lobe. A mention with no
-   lobe ("The nodule measures 12 mm.") adds what it says to the lesion before it. Effusion sides are pooled
-   (left + right = bilateral).
+   ("The lower lobe contains ...") takes the side of its section's heading ("LEFT LUNG:", "左肺："). A restated
+   lesion ('les^', e.g. an IMPRESSION line) merges into the earlier lesion of its lobe with the closest size
+   (and type, when both are stated); so does a mention with no size of its own, and a sized mention fills an
+   earlier unsized one of its lobe. A mention with no lobe ("The nodule measures 12 mm.") adds what it says to
+   the lesion before it. Effusion sides are pooled (left + right = bilateral).
 """
 
 from __future__ import annotations
@@ -31,11 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medgen.data.findings import EFFUSION_GRADES, EMPHYSEMA_GRADES, Effusion, Emphysema, Findings, Lesion
-from medgen.reader.labels import GROUPS, LABELS
-from medgen.reader.sizes import NUMBER_WORDS, parse_size_mm
+from medgen.reader.decode import TaggedSpan
+from medgen.reader.sizes import parse_size_mm
 from medgen.volume import DENSITY_WORD_DEFAULTS
 
-THRESHOLD = 0.5
 DEFAULT_SIZE_MM = 10.0
 MAX_SIZE_MM = 300.0  # no lung lesion is larger; a bigger "size" is a misread number
 ATTRIBUTES = {"les": ("size", "loc", "type", "margin"), "eff": ("eside", "egrade"), "emph": ("xgrade", "xdist")}
@@ -51,31 +46,7 @@ _ON_SIDE = {("right_upper", "left"): "left_upper", ("right_middle", "left"): "le
             ("right_lower", "left"): "left_lower", ("left_upper", "right"): "right_upper",
             ("left_lower", "right"): "right_lower"}
 _CLAUSE_END = re.compile(r",(?!\d)|，|;|；")  # not a decimal comma (2,5 cm)
-# a number (digits, English number words, Chinese numerals) with its separators, just before a size span that
-# holds only a unit ("35 [mm]", "twelve [millimeters]", "3.5 x 2.8 [cm]")
-_NUMBER_TOKEN = r"(?:\d+(?:[.,]\d+)?|[零〇一二两三四五六七八九十点]+|\b(?:" + "|".join(NUMBER_WORDS) + r")\b)"
-_NUMBER_BEFORE = re.compile(  # separators unambiguous (no nested optional whitespace): linear matching
-    _NUMBER_TOKEN + r"(?:(?:\s*(?:[x×*]|by|to|-)\s*|\s+)" + _NUMBER_TOKEN + r")*\s*$", re.IGNORECASE)
-
 _SIDE_WORDS = re.compile(r"\b(?:the|left|right)(?:[- ]sided)?\b|[左右]侧?", re.IGNORECASE)
-# a list item's number ("1. ", "2) ", "3、") where a line or a heading ("IMPRESSION: ") begins
-_LIST_NUMBER = re.compile(r"\d{1,2}(?:[.)](?=\s)|、)\s*")
-
-
-@dataclass
-class TaggedSpan:
-    """Characters ``start:end`` of the report, tagged `group` with `value` (e.g. 'loc', 'right_upper')."""
-
-    group: str
-    value: str
-    start: int
-    end: int
-    text: str
-    score: float
-
-    def to_dict(self) -> dict:
-        return {"group": self.group, "value": self.value, "start": self.start, "end": self.end,
-                "text": self.text, "score": round(self.score, 3)}
 
 
 @dataclass
@@ -93,88 +64,8 @@ class _Candidate:
 class _Anchor:
     span: TaggedSpan
     sentence: int
+    section: int
     attributes: dict[str, list[TaggedSpan]] = field(default_factory=dict)
-
-
-def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -> list[TaggedSpan]:
-    """Spans from per-token probabilities (n_tokens, len(LABELS)); tokens with empty offsets are skipped."""
-    probs = _pool_words(text, probs, offsets)
-    spans: list[TaggedSpan] = []
-    for group, columns in GROUPS.items():
-        sub = probs[:, columns]
-        best = sub.argmax(1)
-        on = sub.max(1) > THRESHOLD
-        run: list[int] = []
-        for t in range(len(offsets) + 1):
-            active = t < len(offsets) and offsets[t][1] > offsets[t][0] and on[t]
-            same = (active and run and best[t] == best[run[-1]]) if group in ("les", "eff", "emph") else active
-            if run and not (active and (same or not run)):
-                spans.append(_span(text, group, columns, sub, run, offsets))
-                run = []
-            if active:
-                run.append(t)
-    spans = [_size_span(text, s) if s.group == "size" else s for s in spans]
-    return sorted((s for s in spans if s is not None), key=lambda s: (s.start, s.group))
-
-
-def _word_char(c: str) -> bool:
-    return c.isascii() and c.isalnum()
-
-
-def _pool_words(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -> np.ndarray:
-    """Mean probabilities over the sub-word pieces of each (ASCII) word, so a word is tagged as a whole."""
-    out = probs.copy()
-    start = 0
-    for t in range(1, len(offsets) + 1):
-        joined = (t < len(offsets) and offsets[t][0] == offsets[t - 1][1] > offsets[t - 1][0]
-                  and offsets[t][1] > offsets[t][0] and _word_char(text[offsets[t][0]])
-                  and _word_char(text[offsets[t - 1][1] - 1]))
-        if not joined:
-            if t - start > 1:
-                out[start:t] = probs[start:t].mean(0)
-            start = t
-    return out
-
-
-def _size_span(text: str, span: TaggedSpan) -> TaggedSpan | None:
-    """A size span without the list number it was cut with ("[1. 2.9 cm]" of a numbered list), widened over
-    the number before it when it holds none ("35 [mm]"); None when only a list number was tagged ("[3]. ...")."""
-    start = span.start
-    while start < span.end and not (text[start].isalnum() or text[start] == "."
-                                    and start + 1 < span.end and text[start + 1].isdigit()):
-        start += 1  # punctuation and line breaks the span began with (".\n2. 1.1 cm")
-    if start == span.end:
-        return _widen_size(text, span)
-    before = text[max(0, start - 80):start].rstrip(" \t")
-    line_start = before[-1:] in ("\n", ":", "：") or (not before and start <= 80)
-    item = _LIST_NUMBER.match(text, start) if line_start else None
-    if item is not None:
-        if item.end() >= span.end:
-            return None
-        start = item.end()
-    if start != span.start:
-        span = TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score)
-    return _widen_size(text, span)
-
-
-def _widen_size(text: str, span: TaggedSpan) -> TaggedSpan:
-    """A size span with no number in it ("mm" of "35 mm") takes in the number written just before it."""
-    if parse_size_mm(span.text) is not None:
-        return span
-    window = max(0, span.start - 60)  # a size is written just before its unit
-    match = _NUMBER_BEFORE.search(text[window:span.start])
-    if match is None:
-        return span
-    start = window + match.start()
-    return TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score)
-
-
-def _span(text, group, columns, sub, run, offsets) -> TaggedSpan:
-    mean = sub[run].mean(0)
-    label = LABELS[columns[int(mean.argmax())]]
-    value = label.split("=", 1)[1] if "=" in label else label[len(group):] or "+"
-    start, end = offsets[run[0]][0], offsets[run[-1]][1]
-    return TaggedSpan(group, value, start, end, text[start:end], float(mean.max()))
 
 
 def _sentence_ids(text: str) -> np.ndarray:
@@ -215,11 +106,12 @@ def _side_only_locations(spans: list[TaggedSpan], clause: np.ndarray) -> list[Ta
     return out
 
 
-def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
-    sentence, clause, section = _sentence_ids(text), _clause_ids(text), _section_ids(text)
+def _attach(text: str, spans: list[TaggedSpan], section: np.ndarray) -> dict[str, list[_Anchor]]:
+    sentence, clause = _sentence_ids(text), _clause_ids(text)
     spans = _side_only_locations(spans, clause)
     spans = sorted([*spans, *_implicit_lesions(spans, sentence, section)], key=lambda s: s.start)
-    anchors = {kind: [_Anchor(s, int(sentence[s.start])) for s in spans if s.group == kind] for kind in ATTRIBUTES}
+    anchors = {kind: [_Anchor(s, int(sentence[s.start]), int(section[s.start])) for s in spans if s.group == kind]
+               for kind in ATTRIBUTES}
     for kind, groups in ATTRIBUTES.items():
         later = []  # attributes outside their anchor's clause: attached once every clause has its own
         for span in (s for s in spans if s.group in groups):
@@ -235,17 +127,12 @@ def _attach(text: str, spans: list[TaggedSpan]) -> dict[str, list[_Anchor]]:
                 free = [a for a in same if span.group not in a.attributes] or same
                 anchor = min(free, key=lambda a: _gap(a.span, span))
             else:  # "It measures 12 mm." goes with the mention before it, never one of an earlier section
-                before = [a for a in anchors[kind] if a.span.start < span.start
-                          and section[a.span.start] == section[span.start]]
+                before = [a for a in anchors[kind] if a.span.start < span.start and a.section == section[span.start]]
                 if not before:
                     continue
                 anchor = before[-1]
             anchor.attributes.setdefault(span.group, []).append(span)
     return anchors
-
-
-def _section_ids(text: str) -> np.ndarray:
-    return _segment_ids(text, _SECTION_START)
 
 
 def _clause_ids(text: str) -> np.ndarray:
@@ -272,17 +159,16 @@ def _first(anchor: _Anchor, group: str) -> str | None:
 
 def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     """Findings from tagged spans, and warnings about what could not be used."""
-    anchors, warnings = _attach(text, spans), []
-    sections, heading_sides = _section_ids(text), _heading_sides(text)
+    section, heading_sides = _sections(text)
+    anchors, warnings = _attach(text, spans, section), []
     candidates: list[_Candidate] = []
     for anchor in anchors["les"]:
         if anchor.span.value == "-":
             continue
         if _first(anchor, "loc") is None and candidates:
-            _fill(candidates[-1], anchor)
+            _fill(candidates[-1], anchor, warnings)
             continue
-        section = int(sections[anchor.span.start])
-        candidate = _lesion(anchor, warnings, section, heading_sides.get(section))
+        candidate = _lesion(anchor, warnings, heading_sides.get(anchor.section))
         if candidate is not None:
             _merge(candidates, candidate)
     for c in candidates:
@@ -294,19 +180,19 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
     return findings, warnings
 
 
-def _heading_sides(text: str) -> dict[int, str]:
-    """Section id -> the one side its heading names ("RIGHT LUNG:", "左肺："); headings naming none or both are
-    left out."""
-    out = {}
+def _sections(text: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Per character (and one past the end): the section id (how many headings come before it); and section id ->
+    the one side its heading names ("RIGHT LUNG:", "左肺："; headings naming none or both are left out)."""
+    ids, sides = np.zeros(len(text) + 1, dtype=np.int64), {}
     for k, match in enumerate(_SECTION_START.finditer(text), 1):
-        sides = {_SIDE_OF.get(cue.lower()) for cue in _SIDE_CUE.findall(match.group(0))} - {None}
-        if len(sides) == 1:
-            out[k] = sides.pop()
-    return out
+        ids[match.end():] += 1
+        named = {_SIDE_OF.get(cue.lower()) for cue in _SIDE_CUE.findall(match.group(0))} - {None}
+        if len(named) == 1:
+            sides[k] = named.pop()
+    return ids, sides
 
 
-def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0,
-            heading_side: str | None = None) -> _Candidate | None:
+def _lesion(anchor: _Anchor, warnings: list[str], heading_side: str | None = None) -> _Candidate | None:
     lobe = _first(anchor, "loc")
     if lobe is None:
         warnings.append(f"lesion mention {anchor.span.text!r} at character {anchor.span.start} has no lobe; "
@@ -321,25 +207,24 @@ def _lesion(anchor: _Anchor, warnings: list[str], section: int = 0,
                     diameters_mm=sizes if sizes and len(sizes) > 1 else None,
                     certainty="possible" if anchor.span.value == "?" else "definite")
     return _Candidate(lesion, sized=bool(sizes), typed=_first(anchor, "type") is not None,
-                      repeat=anchor.span.value == "^", section=section)
+                      repeat=anchor.span.value == "^", section=anchor.section)
 
 
-def _sizes(anchor: _Anchor, warnings: list[str] | None = None) -> tuple[float, ...] | None:
+def _sizes(anchor: _Anchor, warnings: list[str]) -> tuple[float, ...] | None:
     for span in anchor.attributes.get("size", []):
         sizes = parse_size_mm(span.text)
         if sizes and sizes[0] > MAX_SIZE_MM:  # a date or an accession number tagged as a size ("2025")
-            if warnings is not None:
-                warnings.append(f"size {span.text!r} at character {span.start} reads {sizes[0]:g} mm, more than a "
-                                f"lung can hold ({MAX_SIZE_MM:g} mm): ignored")
+            warnings.append(f"size {span.text!r} at character {span.start} reads {sizes[0]:g} mm, more than a "
+                            f"lung can hold ({MAX_SIZE_MM:g} mm): ignored")
             continue
         if sizes:
             return sizes
     return None
 
 
-def _fill(candidate: _Candidate, anchor: _Anchor) -> None:
+def _fill(candidate: _Candidate, anchor: _Anchor, warnings: list[str]) -> None:
     """A lobe-less mention of the lesion before it: its size and type fill what that lesion lacks."""
-    sizes, kind = _sizes(anchor), _first(anchor, "type")
+    sizes, kind = _sizes(anchor, warnings), _first(anchor, "type")
     if sizes and not candidate.sized:
         candidate.lesion.diameter_mm, candidate.sized = sizes[0], True
         candidate.lesion.diameters_mm = sizes if len(sizes) > 1 else None

@@ -5,8 +5,8 @@ Design (measured against the rule parser in `medgen evaluate`'s reader section):
 multi-label tag (`medgen.reader.labels`: lesion / effusion / emphysema mentions with their assertion —
 affirmed, negated, hedged — and the size, lobe, type, margin, side, grade and distribution words), so
 negation, hedging, corrections and a lobe named under a 'LEFT LUNG:' heading are decided by the encoder
-from context; `medgen.reader.assemble` then groups tagged spans into findings and
-`medgen.reader.sizes` spells the size spans out in millimetres.
+from context; `medgen.reader.decode` cuts the tags into spans, `medgen.reader.assemble` groups the spans into
+findings and `medgen.reader.sizes` spells the size spans out in millimetres.
 
 Reports longer than one window are read in overlapping windows (each token is taken from the window in
 which it sits farthest from an edge), never truncated.
@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from medgen.data.findings import SCHEMA_VERSION, Findings
 from medgen.errors import InputFileError, ModelNotFoundError
-from medgen.reader.assemble import TaggedSpan, assemble, decode_spans
+from medgen.reader.assemble import assemble
+from medgen.reader.decode import TaggedSpan, decode_spans
 from medgen.reader.labels import LABELS
 
 CONFIG_NAME = "reader_config.json"
