@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medgen.data.findings import LABELS, LOBE_LABELS
-from medgen.data.phantom import make_phantom
 from medgen.evaluation.fidelity import PhantomOracle, make_heldout_cases, score_fidelity
+from medgen.findings import LABELS, LOBE_LABELS
+from medgen.phantom.chest import make_phantom
 from medgen.pipelines import ReportToVolumePipeline
 from medgen.pipelines.layout_stage import layout_tensors
 from medgen.volume import Volume, hu_to_intensity
@@ -128,7 +128,7 @@ def main() -> None:
              "Command: `.venv/bin/python evaluation/autoencoder_ceiling.py "
              + (f"--model {args.model}" if args.model else f"--config {args.config} --autoencoder {args.autoencoder}")
              + f" --n {args.n} --out {args.out}`", "",
-             f"{args.n} held-out cases (case seed {args.seed}, EN/ZH alternating), analyzed by `medgen.metrics`.", "",
+             f"{args.n} held-out cases (case seed {args.seed}, EN/ZH alternating), analyzed by `medgen.analysis`.", "",
              "| source | " + " | ".join(a.replace("_", " ") for a in ATTRIBUTES) + " |",
              "| --- | " + " | ".join("---:" for _ in ATTRIBUTES) + " |"]
     for name, overall in rows.items():

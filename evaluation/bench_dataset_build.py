@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medgen.data.builder import build_synthetic_dataset
+from medgen.dataset.builder import build_synthetic_dataset
 
 
 def _folder_mb(path: Path) -> float:

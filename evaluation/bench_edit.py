@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medgen.data.findings import LOBES, MARGINS, Findings, Lesion
-from medgen.data.phantom import make_phantom
+from medgen.analysis.findings import analyze_volume
+from medgen.edit import EditPipeline
 from medgen.evaluation.edit_metrics import outside_max_abs_diff, score_added_lesion, seam_ratio
-from medgen.metrics.findings import analyze_volume
+from medgen.findings import LOBES, MARGINS, Findings, Lesion
+from medgen.phantom.chest import make_phantom
 from medgen.volume import Volume
 
 SEED0 = 880_000  # subject seeds no other part of medgen draws from
@@ -41,9 +42,9 @@ def make_case(i: int, shape, spacing: float):
 
 def lobe_dice(pipe, volume: Volume, truth: np.ndarray) -> dict:
     """Dice of the edit's segmentation-derived lobes against the phantom's true lobes (same grid)."""
-    from medgen.data.anatomy import Grid
-    from medgen.data.findings import LOBE_LABELS
     from medgen.edit.anatomy import segment_anatomy
+    from medgen.findings import LOBE_LABELS
+    from medgen.phantom.anatomy import Grid
 
     anatomy = segment_anatomy(np.asarray(volume.array, np.float32), Grid.from_affine(volume.shape, volume.affine))
     out = {}
@@ -55,7 +56,7 @@ def lobe_dice(pipe, volume: Volume, truth: np.ndarray) -> dict:
 
 def run_case(pipe, volume, lesion, seed: int, calibrate: bool, margin_mm: float = 15.0) -> dict:
     started = time.perf_counter()
-    result = pipe.edit(volume, findings=Findings(lesions=[lesion]), seed=seed, hu_calibration=calibrate,
+    result = EditPipeline.from_pipe(pipe)(volume, findings=Findings(lesions=[lesion]), seed=seed, hu_calibration=calibrate,
                        margin_mm=margin_mm, progress=False)
     elapsed = time.perf_counter() - started
     placed = result.findings.lesions[-1]
@@ -126,7 +127,7 @@ def figure(pipe, path: Path, n: int = 3) -> None:
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n))
     for row in range(n):
         volume, _, lesion = make_case(row, (64, 64, 64), 5.0)
-        result = pipe.edit(volume, findings=Findings(lesions=[lesion]), seed=0, progress=False)
+        result = EditPipeline.from_pipe(pipe)(volume, findings=Findings(lesions=[lesion]), seed=0, progress=False)
         centre = result.findings.lesions[-1].center_mm
         k = int(round((centre[2] - volume.affine[2, 3]) / volume.affine[2, 2]))
         # radiological display (as medgen's previews): rows anterior -> posterior, patient's right on the left

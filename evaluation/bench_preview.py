@@ -32,8 +32,8 @@ from medgen.evaluation.realism import compare_feature_sets, intensity_features
 from medgen.io.atomic import atomic_path
 from medgen.layout.labels import FIRST_LESION_LABEL
 from medgen.slices.analyze import score_slice
-from medgen.slices.preview.data import subject_pairs
-from medgen.slices.preview.pipeline import SlicePreviewPipeline
+from medgen.slices.generator.data import subject_pairs
+from medgen.slices.generator.pipeline import SlicePreviewPipeline
 from medgen.slices.sources import EVAL_SEED0
 from medgen.volume import Volume, density_to_hu
 
@@ -46,8 +46,8 @@ CONFIGS = {"base+refiner, DPM++ 2M Karras 20": ("dpmpp-2m-karras", 20, True),
 
 def heldout_reports(n: int, seed: int = 2024):
     """(report, language, truth findings) with the 3D evaluation's held-out case draws (no phantom built)."""
-    from medgen.data.phantom import sample_findings
-    from medgen.data.reports import write_report
+    from medgen.phantom.chest import sample_findings
+    from medgen.reports.writer import write_report
 
     out = []
     for i in range(n):
@@ -80,7 +80,7 @@ def real_slice(pipe: SlicePreviewPipeline, report: str, layout, seed: int, *, ot
     """A real phantom key slice for a preview's layout: the phantom drawn from the layout's findings, anatomy and
     seed (the layout's own CT, at the layout's key slice), or with `other_subject` the same findings on the
     subject of another seed (at its own key slice): the real-vs-real floor."""
-    from medgen.data.phantom import make_phantom_with_tissues
+    from medgen.phantom.chest import make_phantom_with_tissues
     from medgen.slices.data import _display, key_slice_index
 
     anatomy = None
@@ -136,7 +136,7 @@ def sampler_table(pipe: SlicePreviewPipeline, cases, results) -> dict:
     pixel = pipe.fov_mm / int(pipe.model.config["size"])
     import torch
 
-    from medgen.slices.preview.autoencoder import HU_PER_UNIT, vae_decode, vae_encode
+    from medgen.slices.generator.autoencoder import HU_PER_UNIT, vae_decode, vae_encode
 
     real, real_b, recon = [], [], []
     for i, (result, (report, _, _)) in enumerate(zip(results, cases, strict=True)):
@@ -166,7 +166,7 @@ def sampler_table(pipe: SlicePreviewPipeline, cases, results) -> dict:
 
 
 def write(out: Path, results: dict, examples) -> None:
-    from medgen.slices.preview.render import preview_png
+    from medgen.slices.generator.render import preview_png
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.json", overwrite=True) as tmp:

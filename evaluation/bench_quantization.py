@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from medgen.evaluation.reader import BAR_ATTRIBUTES, _per_report_ms
+from medgen.evaluation.reading import BAR_ATTRIBUTES, _per_report_ms
 from medgen.io.atomic import atomic_path
 from medgen.pipelines.default_model import default_model_path
 from medgen.reader import ReportReader

@@ -17,7 +17,7 @@ from medgen.evaluation.second_opinion import second_opinion, second_opinion_mark
 from medgen.io.atomic import atomic_path
 from medgen.pipelines import ReportToVolumePipeline
 from medgen.pipelines.default_model import default_model_path
-from medgen.slices.reader.model import SliceReader
+from medgen.slices.describer.model import SliceReader
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def _time(fn, steps: int, warmup: int) -> tuple[float, float, float]:
 
 def _setup(config_path: Path, tmp: Path, device: str):
     from medgen.config import load_config
-    from medgen.data.builder import build_synthetic_dataset
+    from medgen.dataset.builder import build_synthetic_dataset
     from medgen.models.autoencoder import build_autoencoder
     from medgen.text.tiny import make_tiny_bert
     from medgen.training.vae import save_autoencoder

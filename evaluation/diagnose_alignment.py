@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from medgen.data.reports import write_report
 from medgen.evaluation import alignment as align
 from medgen.evaluation.fidelity import make_heldout_cases
 from medgen.evaluation.suite import EvalSettings, _alignment_pairs
 from medgen.pipelines import ReportToVolumePipeline
 from medgen.pipelines.default_model import default_model_path
+from medgen.reports.writer import write_report
 
 SHAPE, SPACING = (64, 64, 64), (5.0, 5.0, 5.0)
 VARIANTS = ({"steps": 400}, {"lr": 5e-4, "steps": 800})  # the evaluation's default, and a lower learning rate

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import label as connected
 
-from medgen.data.findings import LABELS, LOBE_LABELS
-from medgen.data.phantom import TISSUES, make_phantom_with_tissues
+from medgen.findings import LABELS, LOBE_LABELS
+from medgen.phantom.chest import TISSUES, make_phantom_with_tissues
 from medgen.volume import density_to_hu
 
 # DESIGN.md ranges (mean HU); tissues without one are reported for information

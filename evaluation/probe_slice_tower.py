@@ -9,7 +9,7 @@ held-out set locates the reader's errors in the tower's fit to its training phan
 
 Features: the mean and the max over the tower's patch tokens (CLS dropped, as the reader feeds them). Probe:
 multinomial logistic regression (L-BFGS, L2 1e-3, standardised features) fitted on the first `--n-train`
-training pairs, scored on them, on the next `--n-train` training pairs and on the held-out key slices (`medgen.slices.reader.recipe.held_out_slices`,
+training pairs, scored on them, on the next `--n-train` training pairs and on the held-out key slices (`medgen.slices.describer.recipe.held_out_slices`,
 phantom seeds no training set draws from). Writes ``tower_probe.md`` and ``tower_probe.json`` to `--out`.
 """
 
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from medgen.io.atomic import atomic_path
-from medgen.slices.preview.data import PreviewPairs
-from medgen.slices.reader.model import SliceReader
-from medgen.slices.reader.recipe import held_out_slices
+from medgen.slices.describer.model import SliceReader
+from medgen.slices.describer.recipe import held_out_slices
+from medgen.slices.generator.data import PreviewPairs
 
 KEYS = ("presence", "side", "lobe", "type", "effusion")
 

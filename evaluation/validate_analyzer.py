@@ -1,4 +1,4 @@
-"""Validate `medgen.metrics.analyze_volume` on procedural phantoms where the truth is known.
+"""Validate `medgen.analysis.analyze_volume` on procedural phantoms where the truth is known.
 
 Builds N phantoms with random findings (`sample_findings`), analyzes each volume from its HU alone,
 compares with the truth (`compare_findings`) and writes per-attribute accuracy:
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.data.phantom import make_phantom, sample_findings
-from medgen.metrics import analyze_volume, compare_findings, density_calibration
-from medgen.metrics import findings as F
-from medgen.metrics import lesions as L
+from medgen.analysis import analyze_volume, compare_findings, density_calibration
+from medgen.analysis import findings as F
+from medgen.analysis import lesions as L
+from medgen.phantom.chest import make_phantom, sample_findings
 
 SIZE_BINS = ((0, 15), (15, 20), (20, 30), (30, 1000))
 TUNING_SEEDS = (5, 7, 11, 13)  # seeds whose failures were studied while setting thresholds
@@ -157,7 +157,7 @@ def write_markdown(path: Path, summary: dict, check: dict | None, args) -> None:
             am = f"emph={r['analysis']['emphysema_grade'] or '-'}"
             lines.append(f"| {r['index']} | {tl}; {te}; {tm} | {al}; {ae}; {am} | {r['seconds']:.2f} |")
     th = thresholds()
-    lines += ["", "## Calibrated thresholds (medgen/metrics/findings.py, lesions.py)", "",
+    lines += ["", "## Calibrated thresholds (medgen/analysis/findings.py, lesions.py)", "",
               f"- emphysema grade from % of aerated lung below -950 HU: {th['emphysema_LAA950_pct']}",
               f"- effusion grade from fluid / (fluid + aerated cavity) per side: {th['effusion_fluid_fraction']};"
               f" fluid band {th['fluid_hu_band']} HU after tissue-only smoothing",

@@ -1,7 +1,6 @@
 """medgen: radiology report text -> synthetic 3D CT volumes (research data, not for diagnosis)."""
 
-__version__ = "0.1.0"
-
+from medgen._version import __version__
 from medgen.volume import Volume, density_to_hu, hu_to_density  # noqa: E402
 
 __all__ = ["Findings", "GenerationResult", "ReportReader", "ReportToVolumePipeline", "default_model_path", "Volume",
@@ -16,7 +15,7 @@ def __getattr__(name: str):
 
         return default_model_path
     if name == "Findings":
-        from medgen.data.findings import Findings
+        from medgen.findings import Findings
 
         return Findings
     if name == "ReportReader":

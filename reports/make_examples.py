@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.data.findings import Effusion, Emphysema, Findings, Lesion
-from medgen.data.reports import write_report
+from medgen.findings import Effusion, Emphysema, Findings, Lesion
+from medgen.reports.writer import write_report
 
 CASES = [  # (name, findings, EN family, ZH family)
     ("ground_glass_nodule", Findings([Lesion("right_upper", 9, 0.12, "smooth")]), "en.sectioned", "zh.standard"),

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from medgen.pipelines.default_model import default_model_path
-from medgen.slices.preview.model import SlicePreviewModel
-from medgen.slices.reader.model import SliceReader
+from medgen.slices.describer.model import SliceReader
+from medgen.slices.generator.model import SlicePreviewModel
 
 CARD_HEADING = "## Slice preview and slice reader (2D)"
 PINNED = "trained_reader"  # preview/trained_reader/encoder: the reader encoder the preview was trained with

@@ -16,7 +16,7 @@ def tiny_bert_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_manifest(tmp_path_factory):
     """A tiny synthetic dataset (6 phantoms, 32^3 at 10 mm: 5 train + 1 val), built once per session."""
-    from medgen.data.builder import build_synthetic_dataset
+    from medgen.dataset.builder import build_synthetic_dataset
 
     return build_synthetic_dataset(tmp_path_factory.mktemp("tiny_data") / "data", n=6, shape=32, spacing=10.0,
                                    seed=0, val_fraction=0.2, test_fraction=0.0, workers=1, progress=False)

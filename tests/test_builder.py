@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from medgen.data.builder import build_synthetic_dataset, plan_subjects
-from medgen.data.findings import LABELS
-from medgen.data.manifest import read_manifest
+from medgen.dataset.builder import build_synthetic_dataset, plan_subjects
+from medgen.dataset.manifest import read_manifest
 from medgen.errors import OutputExistsError
+from medgen.findings import LABELS
 from medgen.io import load_nifti, load_volume
 from medgen.volume import hu_to_density
 
@@ -120,7 +120,7 @@ def test_refuses_non_empty_folder_and_is_atomic(tmp_path, monkeypatch):
                                        overwrite=True)
     assert len(read_manifest(manifest)) == 1 and len(list((empty / "labels").iterdir())) == 1
 
-    import medgen.data.builder as builder
+    import medgen.dataset.builder as builder
 
     calls = []
     real = builder.build_subject
@@ -150,7 +150,7 @@ def test_invalid_arguments(tmp_path, kwargs, message):
 
 
 def test_built_rows_go_through_the_transforms(built):
-    from medgen.data.transforms import DataConfig, build_transforms
+    from medgen.dataset.transforms import DataConfig, build_transforms
 
     rows = read_manifest(built[0])
     transform = build_transforms(DataConfig(shape=32, spacing=10.0, with_label=True))

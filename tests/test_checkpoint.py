@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgen.errors import InputFileError
-from medgen.training.checkpoint import (
+from medgen.engine.checkpoint import (
     CheckpointManager,
     flatten_state,
     get_rng_state,
@@ -21,6 +20,7 @@ from medgen.training.checkpoint import (
     set_rng_state,
     unflatten_state,
 )
+from medgen.errors import InputFileError
 
 
 def _adam_state():

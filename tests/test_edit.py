@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from medgen.cli.main import main as cli_main
-from medgen.data.anatomy import Grid
-from medgen.data.findings import LABELS, LOBE_LABELS, Findings, Lesion
-from medgen.data.phantom import make_phantom
-from medgen.edit import EditInputError
+from medgen.edit import EditInputError, EditPipeline
 from medgen.edit.anatomy import labels_anatomy, segment_anatomy
 from medgen.edit.editor import feather, latent_mask
 from medgen.edit.place import edit_layout
 from medgen.evaluation.edit_metrics import outside_max_abs_diff, score_added_lesion, seam_ratio
+from medgen.findings import LABELS, LOBE_LABELS, Findings, Lesion
 from medgen.io import load_nifti, save_nifti
+from medgen.phantom.anatomy import Grid
+from medgen.phantom.chest import make_phantom
 from medgen.volume import Volume
 
 LESION = Lesion(lobe="right_lower", diameter_mm=40.0, density=0.9)
@@ -115,7 +115,7 @@ def test_lesion_is_placed_in_its_lobe_and_too_large_or_missing_lobes_are_refused
 
 
 def test_effusion_fills_its_side_and_removal_renumbers_the_rest(chest):
-    from medgen.data.findings import Effusion
+    from medgen.findings import Effusion
 
     volume, _ = chest
     anatomy = segment_anatomy(np.asarray(volume.array), _grid(volume))
@@ -139,7 +139,7 @@ def test_effusion_fills_its_side_and_removal_renumbers_the_rest(chest):
 
 def test_edit_changes_only_the_margin_on_the_model_grid_and_on_another_grid(layout_pipe, chest):
     volume, _ = chest
-    result = layout_pipe.edit(volume, findings=Findings(lesions=[LESION]), seed=0, num_inference_steps=2,
+    result = EditPipeline.from_pipe(layout_pipe)(volume, findings=Findings(lesions=[LESION]), seed=0, num_inference_steps=2,
                               progress=False)
     region = result.edit_region
     assert region.any() and region.mean() < 0.2
@@ -155,7 +155,7 @@ def test_edit_changes_only_the_margin_on_the_model_grid_and_on_another_grid(layo
     case = make_phantom(Findings(), shape=(40, 36, 30), spacing=8.0, seed=880_501)
     other = Volume(np.asarray(case.image.array, np.float32), case.image.affine.copy())
     other.affine[:3, 3] += [4.0, -6.0, 3.0]
-    result = layout_pipe.edit(other, findings=Findings(lesions=[LESION]), seed=0, num_inference_steps=2,
+    result = EditPipeline.from_pipe(layout_pipe)(other, findings=Findings(lesions=[LESION]), seed=0, num_inference_steps=2,
                               progress=False)
     assert result.volume.shape == (40, 36, 30) and result.edit_region.any()
     assert outside_max_abs_diff(result.volume.array, other.array, result.edit_region) == 0.0
@@ -167,11 +167,11 @@ def test_edit_refuses_text_only_models_and_empty_edits(tiny_pipeline_dir, layout
 
     volume, _ = chest
     with pytest.raises(ValueError, match="layout-grounded"):
-        ReportToVolumePipeline.from_pretrained(tiny_pipeline_dir).edit(volume, findings=Findings(lesions=[LESION]))
+        EditPipeline.from_pipe(ReportToVolumePipeline.from_pretrained(tiny_pipeline_dir))(volume, findings=Findings(lesions=[LESION]))
     with pytest.raises(ValueError, match="nothing to edit"):
-        layout_pipe.edit(volume, findings=Findings())
+        EditPipeline.from_pipe(layout_pipe)(volume, findings=Findings())
     with pytest.raises(ValueError, match="margin_mm"):
-        layout_pipe.edit(volume, findings=Findings(lesions=[LESION]), margin_mm=0)
+        EditPipeline.from_pipe(layout_pipe)(volume, findings=Findings(lesions=[LESION]), margin_mm=0)
 
 
 def test_cli_edits_compose_and_bad_input_writes_nothing(tiny_layout_model_dir, chest, tmp_path, capsys):
@@ -257,7 +257,7 @@ def test_edit_metrics_on_known_volumes():
     leaked = stepped.copy()
     leaked[0, 0, 0] += 7.0
     assert outside_max_abs_diff(leaked, original, region) == pytest.approx(7.0)
-    from medgen.metrics.findings import MeasuredLesion
+    from medgen.analysis.findings import MeasuredLesion
 
     asked = Lesion("left_upper", 30.0, 0.5, center_mm=(0.0, 0.0, 0.0))
     near = MeasuredLesion(side="left", zone="upper", lobe="left_upper", center_mm=(5.0, 0.0, 0.0),

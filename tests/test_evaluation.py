@@ -98,8 +98,8 @@ def test_quick_run_figures_are_in_range(quick):
 
 def test_quick_run_calibration_points_come_from_real_generations(quick, tiny_pipeline_dir):
     """Regenerating one calibration volume with the recorded seed and density gives the recorded lesion HU."""
+    from medgen.analysis import analyze_volume
     from medgen.evaluation.calibration import largest_lesion_hu
-    from medgen.metrics import analyze_volume
     from medgen.pipelines import ReportToVolumePipeline
 
     _, _, saved, _ = quick
@@ -118,8 +118,8 @@ def test_quick_run_calibration_points_come_from_real_generations(quick, tiny_pip
 
 def test_quick_run_diversity_comes_from_real_generations(quick, tiny_pipeline_dir):
     """Regenerating the 4 reports x 2 seeds (same batches and seeds) reproduces the recorded MS-SSIM and records."""
+    from medgen.analysis import analyze_volume, compare_findings
     from medgen.evaluation.fidelity import attribute_record, without_centres
-    from medgen.metrics import analyze_volume, compare_findings
     from medgen.pipelines import ReportToVolumePipeline
 
     _, _, saved, _ = quick
@@ -208,7 +208,7 @@ def test_calibration_scorer_on_phantoms_at_the_requested_density(oracle_cases):
 
 
 def test_alignment_pairs_from_a_manifest_train_split(tmp_path):
-    from medgen.data import write_manifest
+    from medgen.dataset.manifest import write_manifest
     from medgen.evaluation.suite import QUICK, _alignment_pairs
     from medgen.io import save_nifti
 
@@ -241,7 +241,7 @@ def test_retrieval_metrics_identity_and_chance():
 
 
 def test_attribute_targets():
-    from medgen.data.findings import Effusion, Findings, Lesion
+    from medgen.findings import Effusion, Findings, Lesion
 
     binary, density = align.attribute_targets(Findings(
         [Lesion("left_lower", 12.0, 0.2), Lesion("right_upper", 30.0, 0.9)], Effusion("bilateral", "small")))
@@ -311,7 +311,7 @@ def test_jsonable_is_strict_json():
 
 
 def test_heldout_cases_alternate_languages_and_use_heldout_families():
-    from medgen.data.reports import PHRASING_FAMILIES
+    from medgen.reports.writer import PHRASING_FAMILIES
 
     cases = make_heldout_cases(4, shape=(32,) * 3, spacing=(10.0,) * 3)
     assert [c.language for c in cases] == ["en", "zh", "en", "zh"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from medgen.data.findings import SCHEMA_VERSION, Effusion, Emphysema, Findings, FindingsError, Lesion
+from medgen.findings import SCHEMA_VERSION, Effusion, Emphysema, Findings, FindingsError, Lesion
 
 
 def _findings():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medgen.data.findings import LABELS, Effusion, Emphysema, Findings, Lesion
 from medgen.errors import InputFileError
+from medgen.findings import LABELS, Effusion, Emphysema, Findings, Lesion
 from medgen.layout import CHANNELS, FIRST_LESION_LABEL, AnatomyBank, label_table, make_layout
 from medgen.layout.labels import EMPHYSEMA_LABEL, batch_channels, density_map, layout_channels
 from medgen.pipelines.layout_stage import findings_for, user_layout
@@ -68,7 +68,7 @@ def test_batch_channels_match_the_numpy_path(layout):
 
 
 def test_anatomy_bank_retrieves_by_embedding_and_seed(tmp_path):
-    from medgen.data.phantom import anatomy_of_seed
+    from medgen.phantom.chest import anatomy_of_seed
 
     embeddings = np.eye(4, dtype=np.float32)
     bank = AnatomyBank(["a", "b", "c", "d"], [anatomy_of_seed(s) for s in range(4)], embeddings, k=1)
@@ -85,7 +85,7 @@ def test_anatomy_bank_retrieves_by_embedding_and_seed(tmp_path):
 
 
 def test_a_layout_on_a_bank_anatomy_differs_from_the_seed_anatomy():
-    from medgen.data.phantom import anatomy_of_seed
+    from medgen.phantom.chest import anatomy_of_seed
 
     a = make_layout(FINDINGS, shape=32, spacing=10.0, seed=1)
     b = make_layout(FINDINGS, shape=32, spacing=10.0, seed=1, anatomy=anatomy_of_seed(77),
@@ -126,7 +126,7 @@ def test_density_map_and_label_table_limits():
 def test_dataset_layouts_match_the_phantom_label_maps(tiny_manifest, tmp_path):
     import shutil
 
-    from medgen.data.manifest import read_manifest
+    from medgen.dataset.manifest import read_manifest
     from medgen.layout.dataset import add_layouts
 
     root = tmp_path / "data"

@@ -68,7 +68,7 @@ def layout_pipe(layout_model_dir):
 
 
 def test_pipeline_renders_from_a_layout_and_returns_it(layout_pipe, tmp_path):
-    from medgen.data.findings import Findings
+    from medgen.findings import Findings
 
     assert layout_pipe.layout_grounded
     result = layout_pipe(findings=Findings.from_dict(FINDINGS), seed=1, num_inference_steps=2, progress=False)
@@ -91,7 +91,7 @@ def test_pipeline_renders_from_a_layout_and_returns_it(layout_pipe, tmp_path):
 
 
 def test_user_layout_is_rendered_as_given(layout_pipe):
-    from medgen.data.findings import Findings
+    from medgen.findings import Findings
 
     first = layout_pipe(findings=Findings.from_dict(FINDINGS), seed=2, num_inference_steps=1, progress=False)
     again = layout_pipe(findings=Findings.from_dict(FINDINGS), layout=first.labels, seed=5, num_inference_steps=1,
@@ -190,7 +190,7 @@ def test_dicom_out_writes_the_label_map_as_a_seg_on_the_ct_series(layout_pipe, t
     import highdicom as hd
     import pydicom
 
-    from medgen.data.findings import Findings
+    from medgen.findings import Findings
     from medgen.io import read_dicom_series
     from medgen.io.dicom_seg import SEG_NAME
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from medgen.data.manifest import REQUIRED_KEYS, read_manifest, write_manifest
+from medgen.dataset.manifest import REQUIRED_KEYS, read_manifest, write_manifest
 from medgen.errors import InputFileError
 
 

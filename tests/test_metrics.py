@@ -1,13 +1,11 @@
-"""Finding analyzer (medgen.metrics): recovery of known phantom findings, comparison math, calibration."""
+"""Finding analyzer (medgen.analysis): recovery of known phantom findings, comparison math, calibration."""
 
 import json
 
 import numpy as np
 import pytest
 
-from medgen.data.findings import LABELS, Effusion, Emphysema, Findings, Lesion
-from medgen.data.phantom import make_phantom
-from medgen.metrics import (
+from medgen.analysis import (
     Analysis,
     MeasuredEffusion,
     MeasuredLesion,
@@ -15,7 +13,9 @@ from medgen.metrics import (
     compare_findings,
     density_calibration,
 )
-from medgen.metrics.segment import SIDE_CODE, closing_mm, opening_mm, segment_chest
+from medgen.analysis.segment import SIDE_CODE, closing_mm, opening_mm, segment_chest
+from medgen.findings import LABELS, Effusion, Emphysema, Findings, Lesion
+from medgen.phantom.chest import make_phantom
 from medgen.volume import Volume, density_to_hu, make_affine
 
 ABNORMAL = Findings([Lesion("right_upper", 30.0, 0.95), Lesion("left_lower", 25.0, 0.1)],
@@ -256,7 +256,7 @@ def test_density_calibration_rejects_bad_input(d, hu, match):
 
 @pytest.mark.parametrize("spacing", [(5.0, 5.0, 5.0), (1.0, 1.5, 2.0)])
 def test_footprint_morphology_equals_distance_transform(spacing):
-    from medgen.metrics.segment import dilate_mm, dist_inside, dist_outside, erode_mm
+    from medgen.analysis.segment import dilate_mm, dist_inside, dist_outside, erode_mm
 
     rng = np.random.default_rng(0)
     m = rng.random((16, 17, 18)) > 0.6

@@ -10,8 +10,8 @@ import pytest
 from scipy.ndimage import binary_dilation
 from scipy.ndimage import label as connected
 
-from medgen.data.findings import LABELS, LOBE_LABELS, LOBES, Effusion, Emphysema, Findings, Lesion
-from medgen.data.phantom import TISSUES, make_phantom, make_phantom_with_tissues, sample_findings
+from medgen.findings import LABELS, LOBE_LABELS, LOBES, Effusion, Emphysema, Findings, Lesion
+from medgen.phantom.chest import TISSUES, make_phantom, make_phantom_with_tissues, sample_findings
 from medgen.volume import density_to_hu, make_affine
 
 LOBE_VALUES = list(LOBE_LABELS.values())

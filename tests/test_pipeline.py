@@ -130,7 +130,7 @@ def test_fp16_storage_round_trip(pipe, model_dir, tmp_path):
 
 
 def test_fp16_overflow_is_refused(tmp_path):
-    from medgen.pipelines.storage import save_weights
+    from medgen.io.weights import save_weights
 
     layer = torch.nn.Linear(2, 2)
     with torch.no_grad():

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from medgen.io.dicom import LPS
-from medgen.preview import render_grid, render_orthogonal
-from medgen.preview.render import LABEL_H, PAD, TITLE_H
+from medgen.io.png import LABEL_H, PAD, TITLE_H, render_grid, render_orthogonal
 from medgen.volume import Volume, make_affine
 
 SHAPE = (40, 30, 20)

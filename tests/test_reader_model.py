@@ -69,7 +69,7 @@ def test_read_rejects_empty_reports(tiny_reader):
 
 
 def test_training_lowers_the_loss_and_saves_a_loadable_reader(tiny_bert_dir, tmp_path):
-    from medgen.training.reader import ReaderTrainConfig, train_reader
+    from medgen.reader.train import ReaderTrainConfig, train_reader
 
     summary = train_reader(ReaderTrainConfig(encoder=str(tiny_bert_dir), out=str(tmp_path / "r"), n_train=120,
                                              n_val=12, steps=40, batch_size=8, lr=3e-3, warmup=5, window=64,
@@ -116,6 +116,6 @@ def test_pipeline_saves_loads_and_records_the_reader(tiny_pipeline_dir, tiny_rea
 
 def test_generation_path_never_imports_the_rule_parser():
     code = ("import sys, medgen, medgen.pipelines, medgen.reader, medgen.cli.generate, medgen.cli.read; "
-            "bad = [m for m in sys.modules if m == 'medgen.data.report_parser']; print(bad); sys.exit(bool(bad))")
+            "bad = [m for m in sys.modules if m == 'medgen.reports.rule_parser']; print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

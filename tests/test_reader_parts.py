@@ -8,15 +8,15 @@ import re
 import numpy as np
 import pytest
 
-from medgen.data.findings import Effusion, Emphysema, Findings, Lesion
-from medgen.data.reports import HEDGING_FAMILIES, PHRASING_FAMILIES, write_report
-from medgen.data.spans import Span, mark, strip_marks, visible
+from medgen.findings import Effusion, Emphysema, Findings, Lesion
 from medgen.reader.assemble import assemble
 from medgen.reader.corpus import make_examples
 from medgen.reader.decode import decode_spans
 from medgen.reader.labels import LABEL_INDEX, LABELS, token_targets
 from medgen.reader.scoring import compare, score
 from medgen.reader.sizes import parse_size_mm
+from medgen.reports.spans import Span, mark, strip_marks, visible
+from medgen.reports.writer import HEDGING_FAMILIES, PHRASING_FAMILIES, write_report
 
 
 def test_marks_round_trip_and_compound_labels():
@@ -333,8 +333,8 @@ def test_a_side_word_tagged_as_a_location_in_an_effusion_clause_is_the_effusions
 def test_a_definite_finding_is_never_written_with_a_hedge_word(split):
     """zh.anaphoric (held out) wrote '考虑肺气肿' for a definite finding while the training families and the
     hand-written truth read 考虑 as a hedge: the held-out truth contradicted the convention it tests."""
-    from medgen.data import report_families_clinical_en as clinical_en
-    from medgen.data import report_families_clinical_zh as clinical_zh
+    from medgen.reports import families_clinical_en as clinical_en
+    from medgen.reports import families_clinical_zh as clinical_zh
 
     hedges = {"en": [*clinical_en.HEDGE_PRE["train"], *clinical_en.HEDGE_PRE["heldout"],
                      *clinical_en.HEDGE_POST["train"], *clinical_en.HEDGE_POST["heldout"]],

@@ -128,7 +128,7 @@ def test_refiner_stage_round_trip_and_clear_errors(tmp_path):
 
 
 def test_untrained_refiner_is_trilinear_on_validation_patches():
-    from medgen.training.refiner import compare_on, make_patch
+    from medgen.refine.train import compare_on, make_patch
 
     patches = np.stack([make_patch(s, 2.5, 24) for s in range(2)])
     scores = compare_on(RefinerNet(channels=4, blocks=1), patches)  # zero tail: output = trilinear
@@ -151,7 +151,7 @@ def test_train_refiner_cli_writes_stages_and_a_summary(tmp_path, capsys):
 # --------------------------------------------------------------------------------------- phantom patch
 
 def test_an_off_centre_phantom_patch_is_part_of_the_same_subject():
-    from medgen.data.phantom import make_phantom
+    from medgen.phantom.chest import make_phantom
 
     whole = make_phantom(None, shape=32, spacing=10.0, seed=5)
     # voxel k of the whole grid lies at (k - 15.5) * 10 mm; a patch of 8 centred at (k0 - 12) * 10 starts at k0

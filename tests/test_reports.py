@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgen.data.findings import (
+from medgen.findings import (
     EFFUSION_GRADES,
     EMPHYSEMA_GRADES,
     LOBES,
@@ -24,9 +24,9 @@ from medgen.data.findings import (
     Findings,
     Lesion,
 )
-from medgen.data.report_families_plain import TRAIN as PLAIN_FAMILIES
-from medgen.data.report_parser import implied_density, parse_report
-from medgen.data.reports import HEDGING_FAMILIES, PHRASING_FAMILIES, Report, families_for, write_report
+from medgen.reports.families_plain import TRAIN as PLAIN_FAMILIES
+from medgen.reports.rule_parser import implied_density, parse_report
+from medgen.reports.writer import HEDGING_FAMILIES, PHRASING_FAMILIES, Report, families_for, write_report
 from medgen.volume import DENSITY_WORD_DEFAULTS, density_class
 
 REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
@@ -195,9 +195,9 @@ def test_deterministic_for_a_given_rng_state():
 
 
 def test_writer_does_not_import_the_parser():
-    code = ("import sys, numpy as np; from medgen.data.reports import write_report; "
-            "from medgen.data.findings import Findings; write_report(Findings(), rng=np.random.default_rng(0)); "
-            "print('medgen.data.report_parser' in sys.modules)")
+    code = ("import sys, numpy as np; from medgen.reports.writer import write_report; "
+            "from medgen.findings import Findings; write_report(Findings(), rng=np.random.default_rng(0)); "
+            "print('medgen.reports.rule_parser' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -1,4 +1,4 @@
-"""medgen.slices.preview (SDXL-style text->slice) and medgen.slices.analyze, on a tiny model trained here."""
+"""medgen.slices.generator (SDXL-style text->slice) and medgen.slices.analyze, on a tiny model trained here."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from medgen.cli.main import main
-from medgen.data.findings import LABELS, Effusion, Findings, Lesion
 from medgen.diffusion.guidance import Guidance
+from medgen.findings import LABELS, Effusion, Findings, Lesion
 from medgen.layout import make_layout
 from medgen.layout.labels import CHANNELS, FIRST_LESION_LABEL
 from medgen.pipelines.default_model import default_model_path
 from medgen.slices.analyze import score_slice
-from medgen.slices.preview.data import UNKNOWN_DENSITY, batch_inputs, build_pairs
-from medgen.slices.preview.model import SlicePreviewModel, predict_noise
-from medgen.slices.preview.pipeline import SlicePreviewPipeline, layout_slice_findings
-from medgen.slices.preview.recipe import train_preview_model
-from medgen.slices.preview.sampling import build_sampler
+from medgen.slices.generator.data import UNKNOWN_DENSITY, batch_inputs, build_pairs
+from medgen.slices.generator.model import SlicePreviewModel, predict_noise
+from medgen.slices.generator.pipeline import SlicePreviewPipeline, layout_slice_findings
+from medgen.slices.generator.recipe import train_preview_model
+from medgen.slices.generator.sampling import build_sampler
 
 DEFAULT = default_model_path()
 TINY = {"n_subjects": 2, "extra": 1, "size": 32, "vae_channels": [16, 16], "vae_steps": 2, "vae_batch": 2,
@@ -196,7 +196,7 @@ def test_cli_preview_writes_png_and_sidecar_and_refuses_bad_input(tiny_model, tm
 
 def test_guidance_default_evaluates_two_branches():
     from medgen.diffusion.guidance import active_branches
-    from medgen.slices.preview.pipeline import DEFAULT_GUIDANCE
+    from medgen.slices.generator.pipeline import DEFAULT_GUIDANCE
 
     assert active_branches(DEFAULT_GUIDANCE, True) == ("uncond", "full")
     assert active_branches(Guidance(text=3.0, density=2.0), True) == ("uncond", "text", "full")
@@ -215,7 +215,7 @@ def test_fp16_saved_weights_load_as_float32(tiny_model, tmp_path):
 
 
 def test_distillation_grid_and_ddim_move():
-    from medgen.slices.preview.distill import ddim_move, grid
+    from medgen.slices.generator.distill import ddim_move, grid
 
     assert grid(4, 1000) == [999, 749, 499, 249]
     assert set(grid(2, 1000)) <= set(grid(4, 1000))  # every student point is a teacher point

@@ -1,4 +1,4 @@
-"""medgen.slices.reader: LLaVA-style slice reader (questions, tiny model, stages, describe, CLI)."""
+"""medgen.slices.describer: LLaVA-style slice reader (questions, tiny model, stages, describe, CLI)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from medgen.cli.main import main
-from medgen.data.findings import LABELS, Findings, Lesion
-from medgen.data.phantom import make_phantom
+from medgen.findings import LABELS, Findings, Lesion
 from medgen.io import save_nifti
 from medgen.layout.labels import FIRST_LESION_LABEL
-from medgen.slices.preview.data import build_pairs
-from medgen.slices.reader.describe import describe_volume, lung_slices, summarize
-from medgen.slices.reader.evaluate import evaluate_slice_reader, score_answers
-from medgen.slices.reader.grounding import TARGETS, lesion_weighted_index, patch_targets
-from medgen.slices.reader.model import SliceReader
-from medgen.slices.reader.questions import KEYS, answers, findings_from_answers
-from medgen.slices.reader.recipe import corpus
-from medgen.slices.reader.train import IGNORE, image_batch, train_stages
+from medgen.phantom.chest import make_phantom
+from medgen.slices.describer.describe import describe_volume, lung_slices, summarize
+from medgen.slices.describer.evaluate import evaluate_slice_reader, score_answers
+from medgen.slices.describer.grounding import TARGETS, lesion_weighted_index, patch_targets
+from medgen.slices.describer.model import SliceReader
+from medgen.slices.describer.questions import KEYS, answers, findings_from_answers
+from medgen.slices.describer.recipe import corpus
+from medgen.slices.describer.train import IGNORE, image_batch, train_stages
+from medgen.slices.generator.data import build_pairs
 
 TINY_TEXT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
              "max_position_embeddings": 128}

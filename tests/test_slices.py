@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from medgen.cli.main import main
-from medgen.data.findings import LABELS, Effusion, Emphysema, Findings, Lesion
 from medgen.errors import ModelNotFoundError
+from medgen.findings import LABELS, Effusion, Emphysema, Findings, Lesion
 from medgen.slices import SliceConfig, manifest_slices, phantom_slices, slice_transform
 from medgen.slices.clip import (
     SliceCLIP,
@@ -62,7 +62,7 @@ def test_key_slice_caption_names_lesion_side_lobe_type_and_size(lobe, diameter, 
         )
         assert not sample.findings["normal"]
     # the axial key slice lies within one slice (5 mm) of the lesion centre; the lesion's pixels are labelled
-    from medgen.data.phantom import make_phantom
+    from medgen.phantom.chest import make_phantom
 
     centre_z = (
         make_phantom(findings, shape=SliceConfig().shape, spacing=SliceConfig().spacing, seed=7)

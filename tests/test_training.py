@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from medgen.config import load_config, resolve_path
+from medgen.engine.checkpoint import latest_checkpoint, load_checkpoint
+from medgen.engine.distributed import ResumableSampler
+from medgen.engine.state import EMA, GradClipper, cosine_warmup_factor, set_learning_rates
 from medgen.errors import InputFileError
-from medgen.training.checkpoint import latest_checkpoint, load_checkpoint
-from medgen.training.distributed import ResumableSampler
 from medgen.training.ldm import apply_condition_dropout, sample_dropout_masks
-from medgen.training.state import EMA, GradClipper, cosine_warmup_factor, set_learning_rates
 
 # The tiny config keeps 64 tokens; most phantom reports are longer (the encoder warns each time).
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_length:UserWarning")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medgen.data.transforms import DataConfig, build_dataset, build_transforms, collate_reports
+from medgen.dataset.transforms import DataConfig, build_dataset, build_transforms, collate_reports
 from medgen.io import save_nifti, write_dicom_series
 from medgen.volume import Volume, intensity_to_hu, make_affine
 
@@ -96,7 +96,7 @@ def test_disk_cache_keeps_affine(sources, tmp_path, monkeypatch):
     def no_loading(path):
         raise AssertionError(f"cache miss: {path} was loaded again")
 
-    monkeypatch.setattr("medgen.data.transforms.load_volume", no_loading)
+    monkeypatch.setattr("medgen.dataset.transforms.load_volume", no_loading)
     again = build_dataset(entries, config)  # a fresh dataset must be served from the cache files
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # MONAI warns and recomputes when a cache file cannot be loaded

@@ -57,7 +57,7 @@ def run_layouts(args) -> int:
 
 
 def run_synth(args) -> int:
-    from medgen.data.builder import build_synthetic_dataset
+    from medgen.dataset.builder import build_synthetic_dataset
 
     manifest = build_synthetic_dataset(
         args.out, n=args.n, shape=args.shape, spacing=args.spacing, seed=args.seed,
@@ -80,10 +80,10 @@ def _stem(path: Path) -> Path:
 def run_phantom(args) -> int:
     import numpy as np
 
-    from medgen.data.builder import LABEL_DESCRIP, synthesize_subject
+    from medgen.dataset.builder import LABEL_DESCRIP, synthesize_subject
     from medgen.io import save_nifti
     from medgen.io.atomic import atomic_path, check_output_path
-    from medgen.preview.render import render_orthogonal
+    from medgen.io.png import render_orthogonal
 
     stem = _stem(args.out)
     outputs = {"image": args.out, "label": stem.with_name(stem.name + "_label.nii.gz"),

@@ -31,8 +31,8 @@ def run(args) -> int:
     from medgen.errors import InputFileError, ModelNotFoundError
     from medgen.io import load_volume
     from medgen.pipelines.default_model import default_model_path
-    from medgen.slices.reader.describe import default_labels_path, describe_volume
-    from medgen.slices.reader.model import SliceReader
+    from medgen.slices.describer.describe import default_labels_path, describe_volume
+    from medgen.slices.describer.model import SliceReader
 
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out}: output exists (pass --overwrite to replace it)")

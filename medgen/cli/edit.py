@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from medgen.edit import EditPipeline
 from medgen.errors import InputFileError
 
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReaderWarning)
         warnings.simplefilter("ignore", LayoutWarning)
-        result = pipe.edit(volume, report=report, findings=findings, labels=labels, prior=prior,
+        result = EditPipeline.from_pipe(pipe)(volume, report=report, findings=findings, labels=labels, prior=prior,
                            remove=args.remove, densities=densities, seed=args.seed, num_inference_steps=args.steps,
                            guidance_scale=args.guidance, hu_calibration=not args.no_hu_calibration,
                            margin_mm=DEFAULT_MARGIN_MM if args.margin_mm is None else args.margin_mm,

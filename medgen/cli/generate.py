@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_grid_request(model_dir: Path, args) -> None:
     """Refuse a shape / spacing / FOV the model cannot honour from its model_index.json (no weights read)."""
-    from medgen.pipelines.storage import INDEX_NAME, read_json
+    from medgen.io.weights import INDEX_NAME, read_json
     from medgen.pipelines.text_to_volume import CONFIG_DEFAULTS
     from medgen.refine import plan_grid
 
@@ -174,7 +174,7 @@ def _one_or_three(values, flag: str):
 
 
 def _read_findings(path: Path):
-    from medgen.data.findings import Findings, FindingsError
+    from medgen.findings import Findings, FindingsError
 
     if not path.is_file():
         raise InputFileError(path, "findings file not found" if not path.exists() else "not a regular file")

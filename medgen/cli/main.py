@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medgen import __version__
+from medgen._version import __version__
 from medgen.errors import MedgenError
 
 

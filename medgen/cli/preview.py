@@ -44,8 +44,8 @@ def run(args) -> int:
     from medgen.cli.generate import _read_findings
     from medgen.diffusion.guidance import Guidance
     from medgen.pipelines.validation import check_report, check_seed, read_report_file
-    from medgen.slices.preview.pipeline import SlicePreviewPipeline
-    from medgen.slices.preview.render import preview_png
+    from medgen.slices.generator.pipeline import SlicePreviewPipeline
+    from medgen.slices.generator.render import preview_png
     from medgen.volume import check_density
 
     if args.report is None and args.report_file is None and args.findings is None:

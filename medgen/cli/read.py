@@ -2,7 +2,7 @@
 
     medgen read --report "RUL: 12 mm solid nodule. No effusion." [--reader DIR] [--out findings.json] [--details]
 
-Prints the findings JSON (schema in `medgen.data.findings`); warnings (nothing recognised, unknown script,
+Prints the findings JSON (schema in `medgen.findings`); warnings (nothing recognised, unknown script,
 a lesion without a lobe or size) go to stderr as ``medgen: warning: ...`` lines and into the JSON with
 ``--details``, which also lists the tagged spans.
 """
@@ -51,7 +51,7 @@ def resolve_reader_path(path: Path | None) -> Path:
 
 def run(args) -> int:
     from medgen.io.atomic import atomic_path, check_output_path
-    from medgen.pipelines.storage import quiet_transformers
+    from medgen.io.weights import quiet_transformers
     from medgen.reader import ReportReader
 
     text = read_report_file(args.report_file) if args.report_file else check_report(args.report)

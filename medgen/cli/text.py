@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run_pretrain(args) -> int:
-    from medgen.data.manifest import read_manifest
+    from medgen.dataset.manifest import read_manifest
     from medgen.errors import InputFileError
     from medgen.text.pretrain import pretrain_compact_bert
 

@@ -61,9 +61,9 @@ def _register_refiner(sub) -> None:
 
 def run_refiner(args) -> int:
     from medgen.io.atomic import check_output_path
+    from medgen.io.weights import INDEX_NAME, read_json
     from medgen.pipelines.default_model import resolve_model_path
-    from medgen.pipelines.storage import INDEX_NAME, read_json
-    from medgen.training.refiner import RefinerTrainConfig, train_refiner
+    from medgen.refine.train import RefinerTrainConfig, train_refiner
 
     check_output_path(args.out, overwrite=True)
     spacing = read_json(resolve_model_path(args.model) / INDEX_NAME).get("config", {}).get("spacing", [5.0])
@@ -103,7 +103,7 @@ def _register_reader(sub) -> None:
 def run_reader(args) -> int:
     from medgen.io.atomic import check_output_path
     from medgen.pipelines.default_model import resolve_model_path
-    from medgen.training.reader import ReaderTrainConfig, train_reader
+    from medgen.reader.train import ReaderTrainConfig, train_reader
 
     check_output_path(args.out, overwrite=True)
     encoder = args.encoder or str(resolve_model_path(None) / "text_encoder")
@@ -185,7 +185,7 @@ def run_slices_preview(args) -> int:
     import yaml
 
     from medgen.pipelines.default_model import resolve_model_path
-    from medgen.slices.preview.recipe import train_preview_model
+    from medgen.slices.generator.recipe import train_preview_model
 
     options = {}
     if args.config is not None:
@@ -206,7 +206,7 @@ def run_slices_preview(args) -> int:
 
 def run_slices_reader(args) -> int:
     from medgen.io.atomic import check_output_path
-    from medgen.slices.reader.recipe import train_slice_reader
+    from medgen.slices.describer.recipe import train_slice_reader
 
     check_output_path(args.out, overwrite=args.overwrite)
     options = {k: getattr(args, k) for k in _SLICE_READER_INT_OPTIONS if getattr(args, k) is not None}

@@ -2,5 +2,6 @@
 
 from medgen.edit.anatomy import EditInputError
 from medgen.edit.editor import DEFAULT_MARGIN_MM, edit_volume, source_sha256
+from medgen.edit.pipeline import EditPipeline
 
-__all__ = ["edit_volume", "EditInputError", "source_sha256", "DEFAULT_MARGIN_MM"]
+__all__ = ["EditPipeline", "edit_volume", "EditInputError", "source_sha256", "DEFAULT_MARGIN_MM"]

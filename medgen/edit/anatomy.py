@@ -1,6 +1,6 @@
 """The anatomy of a CT being edited, as a layout label map on the work grid.
 
-From HU alone (the finding analyzer's segmentation, `medgen.metrics.segment`): body wall, bone, lungs split
+From HU alone (the finding analyzer's segmentation, `medgen.analysis.segment`): body wall, bone, lungs split
 into lobes by the analyzer's fissure geometry, airway, mediastinum, pleural fluid. A volume medgen made
 brings its own label map instead, which is exact (and the only way to name a lesion to remove).
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
-from medgen.data.anatomy import Grid
-from medgen.data.findings import LABELS, LOBE_LABELS
+from medgen.analysis.segment import SIDE_CODE, lobe_partition, lung_geometry, segment_chest
+from medgen.findings import LABELS, LOBE_LABELS
 from medgen.layout.labels import EMPHYSEMA_LABEL
-from medgen.metrics.segment import SIDE_CODE, lobe_partition, lung_geometry, segment_chest
+from medgen.phantom.anatomy import Grid
 from medgen.volume import Volume
 
 BONE_HU = 200.0  # cancellous bone of the phantom is ~290 HU, soft tissue below 80
@@ -50,7 +50,7 @@ def segment_anatomy(hu: np.ndarray, grid: Grid) -> EditAnatomy:
     Raises:
         EditInputError: too little aerated lung in the field of view to be a chest CT.
     """
-    from medgen.metrics.findings import segment_fluid
+    from medgen.analysis.findings import segment_fluid
 
     affine = np.diag([*grid.spacing, 1.0])
     affine[:3, 3] = grid.origin

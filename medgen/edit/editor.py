@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt, map_coordinates
 
-from medgen.data.anatomy import Grid
-from medgen.data.findings import LABELS, LOBE_LABELS, Findings
 from medgen.diffusion.guidance import Guidance
 from medgen.diffusion.sampler import Inpaint, sample_latents
 from medgen.edit.anatomy import EditInputError, labels_anatomy, segment_anatomy
 from medgen.edit.place import edit_layout
+from medgen.findings import LABELS, LOBE_LABELS, Findings
 from medgen.layout.labels import (
     EMPHYSEMA_LABEL,
     FIRST_LESION_LABEL,
@@ -35,6 +34,7 @@ from medgen.layout.labels import (
     layout_channels,
     pool_layout,
 )
+from medgen.phantom.anatomy import Grid
 from medgen.volume import HU_WINDOW, Volume, density_to_hu, hu_to_intensity
 
 DEFAULT_MARGIN_MM = 15.0  # regenerated margin around the change; the feather runs over its outer half

@@ -1,6 +1,6 @@
 """What an edit changes in the layout: new lesions placed in their lobe, pleural fluid in the dependent
 pleural space, a lesion taken out or given a new density. Placement is the phantom's own
-(`medgen.data.lesions`), run on the lobes of the CT being edited.
+(`medgen.phantom.lesions`), run on the lobes of the CT being edited.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from medgen.data import lesions as les
-from medgen.data.anatomy import Grid
-from medgen.data.findings import LABELS, LOBE_LABELS, Findings, Lesion
 from medgen.edit.anatomy import EditAnatomy, EditInputError
+from medgen.findings import LABELS, LOBE_LABELS, Findings, Lesion
 from medgen.layout.labels import FIRST_LESION_LABEL, MAX_LESIONS
+from medgen.phantom import lesions as les
+from medgen.phantom.anatomy import Grid
 
 MAX_LOBE_FRACTION = 0.5  # a lesion may take at most this fraction of its lobe's aerated volume
 
@@ -117,7 +117,7 @@ def _remove_lesions(out: LayoutEdit, anatomy: EditAnatomy, numbers: list[int]) -
 
 def _add_effusion(out: LayoutEdit, grid: Grid, effusion, existing) -> None:
     """Pleural fluid filling the most dependent part of each side's lung territory (posterior, then basal),
-    the grade's fraction of that side's lung (`medgen.data.lesions.EFFUSION_FRACTION`, its middle)."""
+    the grade's fraction of that side's lung (`medgen.phantom.lesions.EFFUSION_FRACTION`, its middle)."""
     sides = ("right", "left") if effusion.side == "bilateral" else (effusion.side,)
     if existing is not None and (existing.side == "bilateral" or existing.side in sides):
         raise EditInputError(f"this CT already has a {existing.side} effusion")

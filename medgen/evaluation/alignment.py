@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.data.findings import LOBES, Findings
+from medgen.findings import LOBES, Findings
 from medgen.volume import Volume, hu_to_intensity
 
 __all__ = ["AlignmentModel", "attribute_targets", "pooled_text", "retrieval_metrics", "train_alignment", "volume_batch"]

@@ -55,7 +55,7 @@ def score_calibration(cases: Sequence[EvalCase], generate: Callable, seeds: Sequ
         generate: ``generate(reports, seed=, density=[...]) -> list[Volume]``.
         seeds: noise seeds.
         densities: requested d values.
-        analyze, calibrate: default `medgen.metrics.analyze_volume` / `density_calibration`.
+        analyze, calibrate: default `medgen.analysis.analyze_volume` / `density_calibration`.
         progress: show a tqdm bar (volumes generated).
 
     Returns:
@@ -64,7 +64,7 @@ def score_calibration(cases: Sequence[EvalCase], generate: Callable, seeds: Sequ
         lesions, ``n_generated`` and ``detected_fraction``.
     """
     if analyze is None or calibrate is None:
-        from medgen.metrics import analyze_volume, density_calibration
+        from medgen.analysis import analyze_volume, density_calibration
 
         analyze, calibrate = analyze or analyze_volume, calibrate or density_calibration
     if not cases:

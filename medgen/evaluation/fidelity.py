@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from medgen.data.findings import Findings
+from medgen.findings import Findings
 from medgen.volume import Volume
 
 __all__ = ["EvalCase", "PhantomOracle", "PipelineGenerator", "aggregate_records", "attribute_record",
@@ -53,8 +53,8 @@ class EvalCase:
 def make_heldout_cases(n: int, *, shape, spacing, seed: int = 2024, languages: Sequence[str] = LANGUAGE_CYCLE
                        ) -> list[EvalCase]:
     """`n` held-out subjects on the grid (shape, spacing); languages alternate (half EN, half ZH for n even)."""
-    from medgen.data.phantom import make_phantom, sample_findings
-    from medgen.data.reports import write_report
+    from medgen.phantom.chest import make_phantom, sample_findings
+    from medgen.reports.writer import write_report
 
     if int(n) < 1:
         raise ValueError(f"`n` (number of evaluation reports) must be >= 1, got {n}")
@@ -131,7 +131,7 @@ class PhantomOracle:
         self.n_generated = 0
 
     def __call__(self, reports: list[str], *, seed: int, density=None) -> list[Volume]:
-        from medgen.data.phantom import make_phantom
+        from medgen.phantom.chest import make_phantom
 
         densities = density if isinstance(density, (list, tuple)) else [density] * len(reports)
         out = []
@@ -233,14 +233,14 @@ def score_fidelity(cases: Sequence[EvalCase], generate: Callable, seeds: Sequenc
         generate: ``generate(reports, seed=, density=None) -> list[Volume]``.
         seeds: one generation per case and seed; batch k of a seed uses seed ``1000 * seed + k``.
         batch_size: reports per generator call.
-        analyze, compare: default `medgen.metrics.analyze_volume` / `compare_findings`.
+        analyze, compare: default `medgen.analysis.analyze_volume` / `compare_findings`.
         progress: show a tqdm bar (volumes generated).
 
     Returns:
         (summary dict, {(case index, seed): Volume} of the generated volumes, list of per-volume records).
     """
     if analyze is None or compare is None:
-        from medgen.metrics import analyze_volume, compare_findings
+        from medgen.analysis import analyze_volume, compare_findings
 
         analyze, compare = analyze or analyze_volume, compare or compare_findings
     if not seeds:

@@ -209,7 +209,7 @@ def write_outputs(results: dict, out_dir) -> dict[str, Path]:
                         [[k, b["bar"], b["value"], {True: "yes", False: "**no**", None: "–"}[b["pass"]]]
                          for k, b in results["bars"].items()])
     if "reader" in results:
-        from medgen.evaluation.reader import reader_markdown
+        from medgen.evaluation.reading import reader_markdown
 
         lines += reader_markdown(results["reader"])
     sections = (("fidelity", _fidelity_md), ("calibration", _calibration_md), ("realism", _realism_md),

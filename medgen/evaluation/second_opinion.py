@@ -1,5 +1,5 @@
 """A second scorer of generated volumes: the LLaVA-style slice reader (`medgen describe`) beside the HU
-analyzer (`medgen.metrics.analyze_volume`), each against the report's truth, and their agreement.
+analyzer (`medgen.analysis.analyze_volume`), each against the report's truth, and their agreement.
 
 Compared per volume, on what both can say: a lesion at all, the largest lesion's side (the reader's side
 against the sides of every lesion the analyzer found, and against the truth's lesion sides), the effusion side
@@ -18,8 +18,8 @@ def second_opinion(reader, cases, generated: dict, *, n_slices: int = 6, limit: 
     Returns {"n", "reader_vs_truth": {...}, "analyzer_vs_truth": {...}, "agreement": {...}} with keys
     "lesion", "side" (volumes where both sides are defined) and "effusion".
     """
-    from medgen.metrics import analyze_volume
-    from medgen.slices.reader.describe import describe_volume
+    from medgen.analysis import analyze_volume
+    from medgen.slices.describer.describe import describe_volume
 
     first_seed = min(seed for _, seed in generated)
     keys = sorted(k for k in generated if k[1] == first_seed)[:limit]

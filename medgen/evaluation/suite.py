@@ -87,14 +87,14 @@ def _alignment_pairs(settings: EvalSettings, shape, spacing, data_manifest):
 
     Every subject also gets train-phrasing reports in both languages written from its findings.
     """
-    from medgen.data import Findings
-    from medgen.data.phantom import make_phantom, sample_findings
-    from medgen.data.reports import write_report
+    from medgen.findings import Findings
+    from medgen.phantom.chest import make_phantom, sample_findings
+    from medgen.reports.writer import write_report
 
     volumes, reports, findings = [], [], []
     rng = np.random.default_rng(settings.train_seed)
     if data_manifest is not None:
-        from medgen.data import read_manifest
+        from medgen.dataset.manifest import read_manifest
         from medgen.io import load_volume
 
         rows = [r for r in read_manifest(data_manifest) if r["split"] == "train" and r.get("findings") is not None]
@@ -208,10 +208,10 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     Returns:
         The results (the same content as results.json).
     """
-    from medgen import __version__
-    from medgen.data.phantom import make_phantom
+    from medgen._version import __version__
+    from medgen.io.weights import combined_checksum
+    from medgen.phantom.chest import make_phantom
     from medgen.pipelines import ReportToVolumePipeline
-    from medgen.pipelines.storage import combined_checksum
 
     out_dir = Path(out_dir)
     if (out_dir / "results.json").exists() and not overwrite:
@@ -239,7 +239,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     results: dict = {}
     # 0. Report reader
     if pipe.reader is not None:
-        from medgen.evaluation.reader import evaluate_reader
+        from medgen.evaluation.reading import evaluate_reader
 
         say(f"0/6 report reader: {settings.reader_reports} held-out reports per language + hand-written set")
         t0 = time.perf_counter()
@@ -293,7 +293,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     slice_reader_dir = Path(model_dir) / "slice_reader"
     if slice_reader_dir.is_dir():  # a second, learned opinion on what the volumes show
         from medgen.evaluation.second_opinion import second_opinion
-        from medgen.slices.reader.model import SliceReader
+        from medgen.slices.describer.model import SliceReader
 
         say("5b/6 second opinion: the slice reader beside the HU analyzer")
         t0 = time.perf_counter()

@@ -62,8 +62,8 @@ class Sample:
 
 
 def real_sample(seed: int, settings: UtilitySettings) -> Sample:
-    from medgen.data.findings import LABELS
-    from medgen.data.phantom import make_phantom
+    from medgen.findings import LABELS
+    from medgen.phantom.chest import make_phantom
 
     case = make_phantom(None, shape=settings.shape, spacing=settings.spacing, seed=seed)
     labels = np.asarray(case.labels.array)
@@ -74,8 +74,8 @@ def real_sample(seed: int, settings: UtilitySettings) -> Sample:
 
 def training_reports(n: int, settings: UtilitySettings) -> list[tuple[str, object, int]]:
     """(report, findings, seed) drawn like the training data: phantom findings, training phrasing families."""
-    from medgen.data.phantom import sample_findings
-    from medgen.data.reports import write_report
+    from medgen.phantom.chest import sample_findings
+    from medgen.reports.writer import write_report
 
     out = []
     for i in range(n):
@@ -118,11 +118,11 @@ class GeneratedSource:
 
     def _confirmed_target(self, volume, findings, seed: int) -> np.ndarray:
         """The report's layout, keeping only the findings the analyzer confirms in the generated volume."""
-        from medgen.data.findings import LABELS
+        from medgen.analysis import analyze_volume
         from medgen.evaluation.fidelity import layout_centroids
+        from medgen.findings import LABELS
         from medgen.layout import make_layout
         from medgen.layout.labels import FIRST_LESION_LABEL
-        from medgen.metrics import analyze_volume
 
         layout = make_layout(findings, shape=self.settings.shape, spacing=self.settings.spacing, seed=seed)
         labels = np.asarray(layout.labels.array).copy()
@@ -140,7 +140,7 @@ class GeneratedSource:
 
 
 def _layout_target(labels: np.ndarray) -> np.ndarray:
-    from medgen.data.findings import LABELS
+    from medgen.findings import LABELS
     from medgen.layout.labels import FIRST_LESION_LABEL
 
     return np.where(labels >= FIRST_LESION_LABEL, LESION,
@@ -148,7 +148,7 @@ def _layout_target(labels: np.ndarray) -> np.ndarray:
 
 
 def _model_sha(pipe) -> str:
-    from medgen.pipelines import storage
+    from medgen.io import weights as storage
 
     if pipe.weights_sha256:
         return storage.combined_checksum(pipe.weights_sha256)

@@ -46,7 +46,7 @@ def write_dicom_seg(labels: Volume, ct_files: list[Path], out_path, label_table:
     """
     import highdicom as hd
 
-    from medgen import __version__
+    from medgen._version import __version__
 
     names = {int(v): k for k, v in label_table.items()}
     lps = reorient(labels, "LPS")

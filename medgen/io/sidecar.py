@@ -80,7 +80,7 @@ def read_sidecar(image_path) -> dict:
 
 def provenance(**fields) -> dict:
     """Provenance record: ``synthetic: True``, the medgen version and UTC creation time, then `fields`."""
-    from medgen import __version__
+    from medgen._version import __version__
 
     record = {
         "synthetic": True,

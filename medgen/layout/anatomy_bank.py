@@ -55,7 +55,7 @@ class AnatomyBank:
     @classmethod
     def from_manifest_rows(cls, rows: list[dict], text_encoder, *, k: int = 8, batch_size: int = 32) -> AnatomyBank:
         """A bank from dataset manifest rows (``id``, ``report``, phantom ``seed``), embedded by `text_encoder`."""
-        from medgen.data.phantom import anatomy_of_seed
+        from medgen.phantom.chest import anatomy_of_seed
 
         ids = [str(r["id"]) for r in rows]
         anatomies = [anatomy_of_seed(int(r["seed"])) for r in rows]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medgen.data.findings import LABELS, Findings
 from medgen.errors import InputFileError
+from medgen.findings import LABELS, Findings
 from medgen.layout.labels import EMPHYSEMA_LABEL, FIRST_LESION_LABEL
 
 LAYOUT_DESCRIP = "SYNTHETIC medgen layout label map (values: sidecar label_table)"
@@ -54,7 +54,7 @@ def _check_against_label(layout: np.ndarray, label_path: str, row_id: str) -> No
 
 def add_layouts(manifest, *, shape=64, spacing=5.0, workers: int = 1, progress: bool = True) -> Path:
     """Write every row's layout and rewrite the manifest with a ``layout`` column; returns the manifest path."""
-    from medgen.data.manifest import read_manifest, write_manifest
+    from medgen.dataset.manifest import read_manifest, write_manifest
 
     manifest = Path(manifest)
     rows = read_manifest(manifest)

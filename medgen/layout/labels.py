@@ -1,6 +1,6 @@
 """The layout's label table and the conditioning channels the renderer reads.
 
-Label values keep the phantom's (`medgen.data.findings.LABELS`) for anatomy; emphysematous lung gets its own
+Label values keep the phantom's (`medgen.findings.LABELS`) for anatomy; emphysematous lung gets its own
 value and every lesion its own value from `FIRST_LESION_LABEL` on (lesion i of `findings.lesions` ->
 ``FIRST_LESION_LABEL + i``), so a label map says which voxels are which reported lesion.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.data.findings import LABELS, LOBES
+from medgen.findings import LABELS, LOBES
 
 EMPHYSEMA_LABEL = 12
 FIRST_LESION_LABEL = 20

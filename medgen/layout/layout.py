@@ -1,7 +1,7 @@
 """Findings + an anatomy -> a layout on the output grid: label map (anatomy, each lesion its own label,
 effusion, emphysematous lung) and density map (target density d inside each lesion).
 
-Placement is the phantom's (`medgen.data.phantom`): lesions inside the requested lobe and zone at the
+Placement is the phantom's (`medgen.phantom.chest`): lesions inside the requested lobe and zone at the
 requested size and margin shape, effusion filling the dependent pleural space by grade, emphysema by grade
 and distribution; the same findings, anatomy and seed give the same layout. Each placement is checked
 against the anatomy: a lesion that could not be placed wholly inside its aerated lobe gets a warning.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medgen.data.findings import LOBE_LABELS, Findings
+from medgen.findings import LOBE_LABELS, Findings
 from medgen.layout.labels import (
     EMPHYSEMA_LABEL,
     FIRST_LESION_LABEL,
@@ -23,7 +23,7 @@ from medgen.layout.labels import (
 )
 from medgen.volume import Volume
 
-# Placement tiers of `medgen.data.lesions.place_lesions` from which the core may leave the aerated lobe.
+# Placement tiers of `medgen.phantom.lesions.place_lesions` from which the core may leave the aerated lobe.
 LOOSE_TIER = 3
 
 
@@ -68,14 +68,14 @@ def make_layout(findings: Findings, *, shape, spacing, seed: int, anatomy: dict 
         findings: what to lay out (not modified; the layout holds a copy with lesion centres).
         shape, spacing: the output grid (voxels, mm), RAS+ centred on the origin.
         seed: placement seed (lesion positions and shapes, effusion level, emphysema field).
-        anatomy: anatomy parameters (`medgen.data.anatomy.sample_anatomy` output, e.g. from `AnatomyBank`);
+        anatomy: anatomy parameters (`medgen.phantom.anatomy.sample_anatomy` output, e.g. from `AnatomyBank`);
             None draws them from `seed`.
         anatomy_info: recorded as `Layout.anatomy` (default: the source "seed").
 
     Raises:
         ValueError: more than `MAX_LESIONS` lesions.
     """
-    from medgen.data.phantom import make_phantom_with_tissues
+    from medgen.phantom.chest import make_phantom_with_tissues
 
     if len(findings.lesions) > MAX_LESIONS:
         raise ValueError(f"a layout holds at most {MAX_LESIONS} lesions, got {len(findings.lesions)}")
@@ -87,7 +87,7 @@ def make_layout(findings: Findings, *, shape, spacing, seed: int, anatomy: dict 
 def layout_of_case(case, tissue: np.ndarray, *, seed: int, anatomy_info: dict | None = None) -> Layout:
     """The layout of a built phantom (`make_phantom_with_tissues` output): the same label map and density map
     `make_layout` gives for its findings, anatomy and seed, beside the phantom's CT (slice training pairs)."""
-    from medgen.data.phantom import TISSUES
+    from medgen.phantom.chest import TISSUES
 
     labels = np.asarray(case.labels.array).astype(np.uint8)
     emphysema = np.isin(tissue, [TISSUES["emphysema"], TISSUES["emphysema_cluster"]])

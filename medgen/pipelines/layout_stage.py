@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medgen.data.findings import Findings
 from medgen.errors import InputFileError
+from medgen.findings import Findings
 from medgen.layout import AnatomyBank, Layout, make_layout
 from medgen.layout.labels import FIRST_LESION_LABEL, density_map, known_values, label_table, pool_layout
 from medgen.volume import Volume
@@ -152,7 +152,7 @@ def check_layout_shape(pipe, shape) -> None:
 
 def report_from_findings(findings: Findings) -> str:
     """The text condition for findings given without a report: a structured English report written from them."""
-    from medgen.data.reports import write_report
+    from medgen.reports.writer import write_report
 
     definite = Findings.from_dict(findings.to_dict())
     for item in (*definite.lesions, definite.effusion, definite.emphysema):

@@ -9,9 +9,10 @@ import torch
 
 from medgen.diffusion import build_scheduler
 from medgen.errors import InputFileError
+from medgen.io import weights as storage
 from medgen.io.atomic import atomic_dir
 from medgen.models import ConditionalUNet, build_autoencoder
-from medgen.pipelines import storage
+from medgen.pipelines import components
 from medgen.pipelines import validation as check
 
 
@@ -30,11 +31,11 @@ def save_pipeline(pipe, path, *, dtype: torch.dtype | None = None, overwrite: bo
             storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
         (tmp / "scheduler").mkdir()
         storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, pipe.config["scheduler"])
-        storage.save_optional_components(tmp, pipe.reader, pipe.anatomy_bank, pipe.refiner)
+        components.save_optional_components(tmp, pipe.reader, pipe.anatomy_bank, pipe.refiner)
         if dtype is not None:
-            for folder in (*storage.text_encoder_folders(tmp), *storage.reader_folders(tmp)):
+            for folder in (*components.text_encoder_folders(tmp), *components.reader_folders(tmp)):
                 storage.cast_safetensors(folder, dtype)
-        checksums = storage.weight_checksums(tmp)
+        checksums = components.weight_checksums(tmp)
         storage.write_json(tmp / storage.INDEX_NAME, model_index(pipe, checksums))
     if dtype in (None, torch.float32):  # the files hold exactly these weights
         pipe.model_path, pipe.weights_sha256 = path, checksums
@@ -43,7 +44,7 @@ def save_pipeline(pipe, path, *, dtype: torch.dtype | None = None, overwrite: bo
 
 def model_index(pipe, checksums: dict[str, str]) -> dict:
     """The ``model_index.json`` content: component classes, the config (less the per-component files), checksums."""
-    from medgen import __version__
+    from medgen._version import __version__
 
     return {
         "_class_name": type(pipe).__name__,
@@ -64,8 +65,8 @@ def load_pipeline(cls, path, *, device="cpu"):
 
     path = Path(path)
     device = check.check_device(device)
-    index = storage.check_pipeline_folder(path)
-    checksums = storage.verify_checksums(path, index.get("weights_sha256") or {})
+    index = components.check_pipeline_folder(path)
+    checksums = components.verify_checksums(path, index.get("weights_sha256") or {})
     config = index.get("config") or {}
     if not isinstance(config, dict):
         raise InputFileError(path / storage.INDEX_NAME, "'config' must be a JSON object")
@@ -83,7 +84,7 @@ def load_pipeline(cls, path, *, device="cpu"):
     storage.load_weights(autoencoder, path / "autoencoder" / storage.WEIGHTS_NAME)
     storage.load_weights(unet, path / "unet" / storage.WEIGHTS_NAME)
     scheduler = _build(path / "scheduler" / storage.SCHEDULER_CONFIG_NAME, build_scheduler, config["scheduler"])
-    reader, bank, refiner = storage.load_optional_components(path)
+    reader, bank, refiner = components.load_optional_components(path)
     try:
         pipe = cls(text_encoder, autoencoder, unet, scheduler, config=config, reader=reader, anatomy_bank=bank,
                    refiner=refiner)

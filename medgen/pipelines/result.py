@@ -16,8 +16,8 @@ from medgen.io.atomic import check_output_path
 from medgen.io.dicom import write_dicom_series
 from medgen.io.dicom_seg import SEG_NAME, write_dicom_seg
 from medgen.io.nifti import is_nifti_path, save_nifti
+from medgen.io.png import render_orthogonal
 from medgen.io.sidecar import FOLDER_SIDECAR_NAME, sidecar_path
-from medgen.preview.render import render_orthogonal
 from medgen.volume import LUNG_WINDOW, Volume
 
 

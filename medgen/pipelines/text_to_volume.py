@@ -22,10 +22,11 @@ import torch
 
 from medgen.diffusion import Guidance, sample_latents
 from medgen.errors import MedgenError
+from medgen.io import weights as storage
 from medgen.io.sidecar import provenance
 from medgen.models import decode_tiled, latent_downsample_factor
 from medgen.models.autoencoder import decode_latents
-from medgen.pipelines import layout_stage, persistence, storage
+from medgen.pipelines import layout_stage, persistence
 from medgen.pipelines import validation as check
 from medgen.pipelines.result import GenerationResult
 from medgen.refine import GridPlan, TrilinearStage, plan_grid
@@ -221,15 +222,6 @@ class ReportToVolumePipeline:
         results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings,
                             layouts=layouts, stage_names=stage_names)
         return results if isinstance(report, (list, tuple)) else results[0]
-
-    def edit(self, volume, *, report=None, findings=None, **options):
-        """Add the findings of `report` (or `findings`) to an existing CT, regenerating only a margin around
-        them; every other voxel is the input's. See `medgen.edit.edit_volume` for the options (label map of a
-        medgen volume, lesions to remove or re-density, seed, margin). Returns a `GenerationResult` on the
-        input's grid, with ``edit_region`` set."""
-        from medgen.edit import edit_volume
-
-        return edit_volume(self, volume, report=report, findings=findings, **options)
 
     def cascade_stages(self, n: int) -> list:
         """The `n` x2 stages to run: the learned refiner's where it has them, trilinear beyond."""

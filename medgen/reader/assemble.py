@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medgen.data.findings import EFFUSION_GRADES, EMPHYSEMA_GRADES, Effusion, Emphysema, Findings, Lesion
+from medgen.findings import EFFUSION_GRADES, EMPHYSEMA_GRADES, Effusion, Emphysema, Findings, Lesion
 from medgen.reader.decode import TaggedSpan
 from medgen.reader.sizes import parse_size_mm
 from medgen.volume import DENSITY_WORD_DEFAULTS

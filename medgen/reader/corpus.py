@@ -1,7 +1,7 @@
 """Training and evaluation reports for the reader: random findings written by the report writer's phrasing
 families, with the writer's span marks as token targets.
 
-Findings are drawn wider than the phantom's (`medgen.data.phantom.sample_findings`): 0-4 lesions of 4-90 mm,
+Findings are drawn wider than the phantom's (`medgen.phantom.chest.sample_findings`): 0-4 lesions of 4-90 mm,
 hedged (possible) findings for the families that can say so, and now and then a paragraph of unrelated
 English text with no finding at all, so that the reader learns to tag nothing there.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medgen.data.findings import (
+from medgen.findings import (
     EFFUSION_GRADES,
     EMPHYSEMA_GRADES,
     LOBES,
@@ -33,8 +33,8 @@ from medgen.data.findings import (
     Findings,
     Lesion,
 )
-from medgen.data.reports import HEDGING_FAMILIES, families_for, write_report
-from medgen.data.spans import Span
+from medgen.reports.spans import Span
+from medgen.reports.writer import HEDGING_FAMILIES, families_for, write_report
 
 
 @dataclass

@@ -1,14 +1,14 @@
 """The reader's tag vocabulary and the token targets built from the writer's span marks.
 
 Each token gets a multi-hot vector over `LABELS` (a token of "GGN" is both a lesion mention and
-ground-glass). Label names follow `medgen.data.spans`; 'norm' marks a statement that the study is normal.
+ground-glass). Label names follow `medgen.reports.spans`; 'norm' marks a statement that the study is normal.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from medgen.data.findings import (
+from medgen.findings import (
     EFFUSION_GRADES,
     EMPHYSEMA_DISTRIBUTIONS,
     EMPHYSEMA_GRADES,
@@ -17,7 +17,7 @@ from medgen.data.findings import (
     MARGINS,
     SIDES,
 )
-from medgen.data.spans import Span
+from medgen.reports.spans import Span
 
 ANCHORS = ("les", "eff", "emph")
 ASSERTIONS = ("", "-", "?", "^")  # affirmed, negated/resolved, hedged, restated (lesions only)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from medgen.data.findings import SCHEMA_VERSION, Findings
 from medgen.errors import InputFileError, ModelNotFoundError
+from medgen.findings import SCHEMA_VERSION, Findings
 from medgen.reader.assemble import assemble
 from medgen.reader.decode import TaggedSpan, decode_spans
 from medgen.reader.labels import LABELS

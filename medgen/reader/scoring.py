@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from medgen.data.findings import Findings
+from medgen.findings import Findings
 
 LESION_ATTRIBUTES = ("side", "lobe", "type", "size", "certainty")
 REPORT_ATTRIBUTES = ("presence", "count", "effusion_side", "effusion_grade", "emphysema", "emphysema_dist",

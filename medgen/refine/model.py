@@ -3,7 +3,7 @@
 The network sees the volume upsampled x2 (HU / 1000) and predicts what trilinear interpolation misses: the
 sharp edges and fine texture of a CT at the finer spacing. Each stage (5 -> 2.5 mm, 2.5 -> 1.25, ...)
 has its own weights, trained on phantom patches built directly at the finer spacing
-(`medgen.training.refiner`). No normalisation layers: every output voxel depends only on inputs within
+(`medgen.refine.train`). No normalisation layers: every output voxel depends only on inputs within
 `reach` voxels, so tiles with a halo of that reach reproduce the whole-volume result exactly (no seams).
 
 A refiner folder holds ``stage_<k>/`` (k = 1 for native -> x2, ...) with ``config.json`` (constructor

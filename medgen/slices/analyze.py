@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.data.findings import LABELS, LOBE_LABELS
+from medgen.findings import LABELS, LOBE_LABELS
 from medgen.layout.labels import EMPHYSEMA_LABEL, FIRST_LESION_LABEL
 from medgen.volume import hu_to_density
 

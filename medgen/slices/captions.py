@@ -11,8 +11,8 @@ text encoder was pretrained on.
 
 from __future__ import annotations
 
-from medgen.data import report_phrases_en as en
-from medgen.data import report_phrases_zh as zh
+from medgen.reports import phrases_en as en
+from medgen.reports import phrases_zh as zh
 
 VIEW_EN = {"axial": "Axial CT slice", "coronal": "Coronal CT slice"}
 VIEW_ZH = {"axial": "轴位CT层面", "coronal": "冠状位CT层面"}

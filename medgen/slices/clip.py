@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from medgen.errors import ModelNotFoundError
-from medgen.pipelines.storage import (
+from medgen.io.weights import (
     WEIGHTS_NAME,
     check_safetensors_only,
     load_weights,
@@ -314,8 +314,8 @@ def train_clip(
 
 def ground_tower(model: SliceCLIP, samples, *, steps: int, batch_size: int = 32, progress: bool = True) -> dict:
     """Before contrastive training: the image tower learns per-patch anatomy and findings from the slices' label
-    maps (`medgen.slices.reader.grounding`), which captions alone teach too slowly on a CPU budget."""
-    from medgen.slices.reader.grounding import ground_vision
+    maps (`medgen.slices.describer.grounding`), which captions alone teach too slowly on a CPU budget."""
+    from medgen.slices.describer.grounding import ground_vision
 
     size = int(model.config["image_size"])
     pixels = torch.cat([model.preprocess(samples[i : i + 256]) for i in range(0, len(samples), 256)])

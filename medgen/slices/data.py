@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from medgen.data.findings import LABELS, LOBE_LABELS, Findings
-from medgen.metrics.findings import LAA_HU
+from medgen.analysis.findings import LAA_HU
+from medgen.findings import LABELS, LOBE_LABELS, Findings
 from medgen.slices.captions import caption_en, caption_zh
 from medgen.volume import HU_WINDOW, Volume, density_class
 
@@ -62,7 +62,7 @@ class SliceSample:
     Args:
         image: float32 (1, size, size), the slice through `slice_transform` (window -> [-1, 1]).
         hu: float32 (H, W) HU on the native in-plane grid, display orientation.
-        label2d: uint8 (H, W) label map (values: `medgen.data.findings.LABELS`), same grid.
+        label2d: uint8 (H, W) label map (values: `medgen.findings.LABELS`), same grid.
         caption_en, caption_zh: what the slice shows.
         findings: view, index, position (``z_mm`` for axial, ``y_mm`` for coronal), lesions cut (lobe, side,
             type, size_mm, long_axis_mm, diameter_mm of the whole lesion, mean_hu), effusion side,

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.ndimage import label
 from tqdm import tqdm
 
-from medgen.data.findings import LABELS, Findings
+from medgen.findings import LABELS, Findings
 from medgen.slices.data import (
     SliceConfig,
     SliceSample,
@@ -76,7 +76,7 @@ def phantom_slices(
     findings: Findings | None = None,
 ) -> list[SliceSample]:
     """Captioned slices of the phantom of `seed` (its findings drawn from the seed unless given)."""
-    from medgen.data.phantom import make_phantom
+    from medgen.phantom.chest import make_phantom
 
     config = config or SliceConfig()
     case = make_phantom(findings, shape=tuple(config.shape), spacing=tuple(config.spacing), seed=int(seed))
@@ -145,7 +145,7 @@ def manifest_slices(
     progress: bool = True,
 ) -> list[SliceSample]:
     """Captioned slices of the subjects of a manifest that have a label map (the first `limit` of them)."""
-    from medgen.data.manifest import read_manifest
+    from medgen.dataset.manifest import read_manifest
     from medgen.errors import InputFileError
     from medgen.io import load_volume
 

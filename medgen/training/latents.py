@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from medgen.config import resolve_path
+from medgen.engine.distributed import DistContext, init_distributed
 from medgen.io.atomic import atomic_dir
-from medgen.training.distributed import DistContext, init_distributed
 
 __all__ = ["LatentDataset", "cache_key", "cache_latents", "collate_latents", "load_latents", "read_index"]
 
@@ -53,7 +53,7 @@ def cache_key(config: dict, autoencoder_dir: Path) -> str:
     data = {k: v for k, v in config["data"].items() if k in ("shape", "spacing", "hu_window")}
     data["layout"] = "label_nc" in config.get("autoencoder", {})
     if data["layout"]:  # the layout maps are files of their own: a re-made layout must re-encode
-        from medgen.data.manifest import read_manifest
+        from medgen.dataset.manifest import read_manifest
 
         for row in read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True)):
             if row.get("layout"):
@@ -83,7 +83,7 @@ def _is_fresh(path: Path, key: str) -> bool:
 def _encode_rows(config: dict, rows: list[dict], autoencoder, scale: float, device, batch_size: int,
                  progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(latents, layout channels pooled to the latent grid or None) of `rows`."""
-    from medgen.data.transforms import DataConfig, build_dataset, collate_reports
+    from medgen.dataset.transforms import DataConfig, build_dataset, collate_reports
     from medgen.layout.labels import pool_layout
     from medgen.models.autoencoder import is_layout_aware
     from medgen.training.vae import batch_layout

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from medgen.config import public_config, resolve_path
-from medgen.training.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from medgen.training.common import (
+from medgen.engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
+from medgen.engine.common import (
     BatchStream,
     RunLogger,
     autocast,
@@ -37,9 +37,9 @@ from medgen.training.common import (
     run_and_close,
     seed_everything,
 )
-from medgen.training.distributed import DistContext, init_distributed
+from medgen.engine.distributed import DistContext, init_distributed
+from medgen.engine.state import EMA, GradClipper, set_learning_rates
 from medgen.training.latents import LatentDataset, cache_latents, collate_latents, read_index
-from medgen.training.state import EMA, GradClipper, set_learning_rates
 
 __all__ = ["ConditionedDenoiser", "LDMTrainer", "apply_condition_dropout", "sample_dropout_masks", "train_ldm"]
 
@@ -254,8 +254,8 @@ class LDMTrainer:
     def validate(self) -> None:
         """Sample one volume for the first validation report with the EMA weights; write an orthogonal PNG."""
         from medgen.diffusion import Guidance, build_scheduler, sample_latents
+        from medgen.io.png import render_orthogonal
         from medgen.models import latent_downsample_factor
-        from medgen.preview.render import render_orthogonal
         from medgen.volume import Volume, intensity_to_hu, make_affine
 
         splits = read_index(self.latent_path)["splits"]
@@ -291,7 +291,7 @@ class LDMTrainer:
 
     def _full_layout(self, row_id: str) -> torch.Tensor:
         """Layout channels at image resolution of one manifest row (for decoding validation samples)."""
-        from medgen.data.transforms import collate_reports
+        from medgen.dataset.transforms import collate_reports
         from medgen.training.vae import _dataset, batch_layout, load_splits
 
         rows = [r for split in load_splits(self.config).values() for r in split if r["id"] == row_id]

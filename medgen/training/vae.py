@@ -27,9 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from medgen.config import public_config, resolve_path
-from medgen.io.atomic import atomic_dir
-from medgen.training.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from medgen.training.common import (
+from medgen.engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
+from medgen.engine.common import (
     BatchStream,
     RunLogger,
     autocast,
@@ -38,8 +37,9 @@ from medgen.training.common import (
     run_and_close,
     seed_everything,
 )
-from medgen.training.distributed import DistContext, init_distributed
-from medgen.training.state import GradClipper, set_learning_rates
+from medgen.engine.distributed import DistContext, init_distributed
+from medgen.engine.state import GradClipper, set_learning_rates
+from medgen.io.atomic import atomic_dir
 
 __all__ = ["train_vae", "VAETrainer", "kl_divergence", "load_autoencoder", "save_autoencoder", "load_splits"]
 
@@ -52,8 +52,8 @@ def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
 
 def save_autoencoder(path, autoencoder: torch.nn.Module, kwargs: dict, *, scale_factor: float, extra: dict | None = None) -> Path:
     """Write ``config.json`` (constructor kwargs + scale_factor + extra) and ``model.safetensors``, atomically."""
+    from medgen.io import weights as storage
     from medgen.models.autoencoder import autoencoder_config
-    from medgen.pipelines import storage
 
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in autoencoder_config(kwargs).items()}
     config["scale_factor"] = float(scale_factor)
@@ -67,8 +67,8 @@ def save_autoencoder(path, autoencoder: torch.nn.Module, kwargs: dict, *, scale_
 def load_autoencoder(path, device="cpu"):
     """(AutoencoderKL in eval mode, config dict) from a folder written by `save_autoencoder`."""
     from medgen.errors import InputFileError
+    from medgen.io import weights as storage
     from medgen.models.autoencoder import AUTOENCODER_KEYS, build_autoencoder
-    from medgen.pipelines import storage
 
     path = Path(path)
     if not (path / storage.CONFIG_NAME).is_file():
@@ -81,7 +81,7 @@ def load_autoencoder(path, device="cpu"):
 
 def load_splits(config: dict) -> dict[str, list[dict]]:
     """Manifest rows of ``config["data"]["manifest"]`` by split ("train", "val", "test")."""
-    from medgen.data.manifest import read_manifest
+    from medgen.dataset.manifest import read_manifest
 
     splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for row in read_manifest(resolve_path(config["data"]["manifest"], config, must_exist=True)):
@@ -90,7 +90,7 @@ def load_splits(config: dict) -> dict[str, list[dict]]:
 
 
 def _dataset(config: dict, rows: list[dict]):
-    from medgen.data.transforms import DataConfig, build_dataset
+    from medgen.dataset.transforms import DataConfig, build_dataset
 
     data = dict(config["data"])
     if "label_nc" in config.get("autoencoder", {}):
@@ -182,7 +182,7 @@ class VAETrainer:
         if not self.train_rows:
             raise ValueError(f"{config['data']['manifest']}: no rows with split 'train' to train on")
         self.val_rows = splits["val"] or self.train_rows[:1]
-        from medgen.data.transforms import collate_reports
+        from medgen.dataset.transforms import collate_reports
 
         self.dataset = _dataset(config, self.train_rows)
         self.stream = BatchStream(self.dataset, self.tc["batch_size"], self.ctx, seed=self.seed,
@@ -269,8 +269,8 @@ class VAETrainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Reconstruct the first validation volume; log its L1 and write a PNG (input above reconstruction)."""
-        from medgen.data.transforms import collate_reports
-        from medgen.preview.render import render_grid
+        from medgen.dataset.transforms import collate_reports
+        from medgen.io.png import render_grid
         from medgen.volume import Volume, intensity_to_hu
 
         if not hasattr(self, "_val_batch"):
@@ -292,7 +292,7 @@ class VAETrainer:
     @torch.no_grad()
     def scale_factor(self, max_volumes: int = 32) -> float:
         """1 / std of the latent means of up to `max_volumes` training volumes."""
-        from medgen.data.transforms import collate_reports
+        from medgen.dataset.transforms import collate_reports
 
         self.autoencoder.eval()
         latents = []
