@@ -33,6 +33,7 @@ import numpy as np
 from medgen._version import __version__
 from medgen.dataset.manifest import write_manifest
 from medgen.errors import OutputExistsError
+from medgen.seeds import is_held_out
 from medgen.findings import LABELS
 from medgen.io.atomic import atomic_dir
 from medgen.volume import DENSITY_WORD_DEFAULTS, density_class, hu_to_density
@@ -135,6 +136,8 @@ def synthesize_subject(rng: np.random.Generator, *, shape=64, spacing=5.0, langu
 
     findings = sample_findings(rng, p_normal=p_normal)
     phantom_seed = int(rng.integers(0, 2**31 - 1))
+    while is_held_out(phantom_seed):  # training data never draws an evaluation's subject
+        phantom_seed = int(rng.integers(0, 2**31 - 1))
     case = make_phantom(findings, shape=shape, spacing=spacing, seed=phantom_seed)
     report = write_report(case.findings, language=language, rng=rng, split=split)
     density, source = lesion_density_label(case.image.array, case.labels.array, case.findings)

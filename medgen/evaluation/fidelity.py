@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medgen.findings import Findings
+from medgen.seeds import FIDELITY_CASE_SEED
 from medgen.volume import Volume
 
 __all__ = ["EvalCase", "PhantomOracle", "PipelineGenerator", "aggregate_records", "attribute_record",
@@ -50,7 +51,7 @@ class EvalCase:
     subject_seed: int
 
 
-def make_heldout_cases(n: int, *, shape, spacing, seed: int = 2024, languages: Sequence[str] = LANGUAGE_CYCLE
+def make_heldout_cases(n: int, *, shape, spacing, seed: int = FIDELITY_CASE_SEED, languages: Sequence[str] = LANGUAGE_CYCLE
                        ) -> list[EvalCase]:
     """`n` held-out subjects on the grid (shape, spacing); languages alternate (half EN, half ZH for n even)."""
     from medgen.phantom.chest import make_phantom, sample_findings

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from medgen.evaluation.utility_metrics import EFFUSION, LESION, score_volume, summarise_scores
 from medgen.evaluation.utility_report import aggregate_arms, utility_bars
+from medgen.seeds import SEED_RANGES
 
 
 @dataclass
@@ -41,8 +42,8 @@ class UtilitySettings:
     init_filters: int = 8
     shape: int = 64
     spacing: float = 5.0
-    real_seed: int = 310_000  # subject seeds of the real training phantoms
-    test_seed: int = 770_000  # held-out real phantoms: a range no other part of medgen draws from
+    real_seed: int = SEED_RANGES["utility.real"].start  # subject seeds of the real training phantoms
+    test_seed: int = SEED_RANGES["utility.test"].start  # held-out real phantoms (medgen.seeds)
     report_seed: int = 5_150
 
 

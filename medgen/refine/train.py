@@ -27,7 +27,7 @@ from medgen.refine.model import HU_SCALE, LearnedStage, RefinerNet, upsample2
 
 # Patch centres (RAS mm): the thorax of a phantom on its 320 mm field of view.
 CENTRE_LOW, CENTRE_HIGH = np.array([-110.0, -70.0, -110.0]), np.array([110.0, 60.0, 100.0])
-VAL_SEED_OFFSET = 1_000_000
+VAL_SEED_OFFSET = 1_000_000  # train and val patch seeds: medgen.seeds "refiner.train" / "refiner.val"
 
 
 @dataclass

@@ -20,10 +20,11 @@ from medgen.slices.data import (
     lung_indices,
     slice_transform,
 )
+from medgen.seeds import SEED_RANGES
 from medgen.volume import Volume
 
-TRAIN_SEED0 = 530_000  # phantom seeds for slice training sets
-EVAL_SEED0 = 885_000  # held-out phantom seeds for slice evaluation: no other part of medgen draws from here
+TRAIN_SEED0 = SEED_RANGES["slices.train"].start  # phantom seeds for slice training sets
+EVAL_SEED0 = SEED_RANGES["slices.eval"].start  # held-out phantom seeds for slice evaluation (medgen.seeds)
 
 
 def subject_slices(

@@ -1,0 +1,56 @@
+"""Phantom seed ranges: which part of medgen draws its subjects from where.
+
+A held-out range is only ever drawn from by its one evaluation; no other range may overlap it
+(tests/test_seeds.py checks), and the dataset builder's random subject seeds skip every held-out range.
+Training ranges may overlap each other: they only ever feed training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SeedRange:
+    start: int
+    size: int
+    held_out: bool
+    used_by: str
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size
+
+    def __contains__(self, seed: int) -> bool:
+        return self.start <= int(seed) < self.stop
+
+    def seed(self, i: int) -> int:
+        """The `i`-th seed of the range (ValueError past its end)."""
+        if not 0 <= int(i) < self.size:
+            raise ValueError(f"seed index {i} is outside the {self.size} seeds reserved for {self.used_by}")
+        return self.start + int(i)
+
+
+FIDELITY_CASE_SEED = 2024  # `medgen evaluate` held-out cases: subject i has seed FIDELITY_CASE_SEED * 100_000 + i
+REFINER_SEED = 0  # the refiner recipe's default seed: stage k (1-3), patch i has seed k * 100_000 + i (+ 1_000_000 for val)
+
+SEED_RANGES: dict[str, SeedRange] = {
+    "utility.real": SeedRange(310_000, 100_000, False, "medgen evaluate --utility: real training phantoms"),
+    "utility.test": SeedRange(770_000, 100_000, True, "medgen evaluate --utility: held-out real phantoms"),
+    "slices.train": SeedRange(530_000, 100_000, False, "2D slice training sets"),
+    "slices.eval": SeedRange(885_000, 100_000, True, "2D slice evaluation"),
+    "evaluation.cases": SeedRange(FIDELITY_CASE_SEED * 100_000, 100_000, True,
+                                  "medgen evaluate: held-out report/phantom cases"),
+    "evaluation.alignment": SeedRange(10_000_000, 10_000_000, False, "medgen evaluate: alignment-model training"),
+    "refiner.train": SeedRange(REFINER_SEED * 10_000_000 + 100_000, 300_000, False, "refiner training patches"),
+    "refiner.val": SeedRange(REFINER_SEED * 10_000_000 + 1_100_000, 300_000, True, "refiner validation patches"),
+}
+
+
+def held_out_ranges() -> list[SeedRange]:
+    return [r for r in SEED_RANGES.values() if r.held_out]
+
+
+def is_held_out(seed: int) -> bool:
+    """Whether `seed` belongs to a held-out evaluation range (training data must not draw it)."""
+    return any(seed in r for r in held_out_ranges())
