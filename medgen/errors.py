@@ -20,3 +20,18 @@ class ModelNotFoundError(MedgenError, FileNotFoundError):
 
 class OutputExistsError(MedgenError, FileExistsError):
     """Refusing to overwrite an existing output without `overwrite=True`."""
+
+
+class MissingExtraError(MedgenError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require_extra(module: str, extra: str):
+    """`module` imported, or `MissingExtraError` saying ``pip install 'medgen[<extra>]'``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(f"{module} is not installed; it comes with the `{extra}` extra: "
+                                f"pip install 'medgen[{extra}]'") from None

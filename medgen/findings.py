@@ -249,6 +249,9 @@ class Findings:
         except json.JSONDecodeError as err:
             raise FindingsError(f"findings are not valid JSON ({err.msg} at line {err.lineno}, "
                                 f"column {err.colno})") from None
+        except RecursionError:  # json recurses once per nesting level
+            raise FindingsError("findings JSON is nested too deeply (expected an object of lesions, effusion "
+                                "and emphysema)") from None
         return cls.from_dict(data)
 
 

@@ -13,6 +13,9 @@ import numpy as np
 
 # One documented intensity window for every network: HU in [-1024, 1024] -> [-1, 1], clipped.
 HU_WINDOW = (-1024.0, 1024.0)
+# What CT scanners store, in HU: padding outside the reconstruction circle down to -3024, the extended CT
+# scale (metal) up to 30710. A CT with values outside is not in HU (raw stored values, or scaled).
+CT_HU_RANGE = (-3024.0, 30710.0)
 # Lung window used for previews (centre -600, width 1500).
 LUNG_WINDOW = (-1350.0, 150.0)
 

@@ -56,7 +56,7 @@ def model_card(config: dict, summary: dict, size_mb: float) -> str:
         if key != "text_encoder":
             lines.append(f"| {key.replace('_', ' ')} | {value} |")
     lines += ["", f"Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU.",
-              "", "Reproduce: see the README section 'The default model'."]
+              "", "Reproduce: see docs/training.md, section 'The default model'."]
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,7 @@ def reader_card(summary: dict) -> str:
         "| augmentation | other-organ sentences, lower case, folded lines; English filler words swapped for or "
         "joined by general English words (never negation/hedging cues) |",
         f"| validation (training families, new seed) | all-correct {scores['all_correct']['accuracy']:.3f} |",
-        "| held-out measurement | `medgen evaluate --reader-only` (README: Reading reports) |", "",
+        "| held-out measurement | `medgen evaluate --reader-only` (docs/reader.md) |", "",
     ])
 
 

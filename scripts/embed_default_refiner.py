@@ -56,7 +56,7 @@ def main() -> None:
         kept.append(k)
     out = default_model_path()
     pipe = ReportToVolumePipeline.from_pretrained(out)
-    pipe.refiner = [LearnedStage.load(args.refiner / f"stage_{k}") for k in kept]
+    pipe.refiner = [LearnedStage.from_pretrained(args.refiner / f"stage_{k}") for k in kept]
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     pipe.save_pretrained(out, dtype=torch.float16, overwrite=True)
     before, _, after = card.partition(CARD_HEADING)

@@ -53,7 +53,7 @@ def card(preview: dict, reader: dict | None, sizes: dict) -> str:
             f"{vae['ceiling_held_out']['mae_hu_lesion']} HU, fluid {vae['ceiling_held_out']['mae_hu_effusion']} HU MAE |",
             *(_reader_rows(reader) if reader else ["| slice reader | not embedded |"]),
             "| size (fp16) | " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} MB" for k, v in sizes.items()) + " |",
-            "| measured | evaluation/slices/preview/preview.md (`evaluation/bench_preview.py`) |"]
+            "| measured | benchmarks/results/preview/summary.md (`benchmarks/bench_preview.py`) |"]
     return "\n".join([CARD_HEADING, "", *rows, ""])
 
 

@@ -138,7 +138,7 @@ def test_quick_run_diversity_comes_from_real_generations(quick, tiny_pipeline_di
 
 def test_saved_alignment_model_reloads(quick):
     _, out, _, _ = quick
-    model = align.AlignmentModel.load(out / "alignment_model")
+    model = align.AlignmentModel.from_pretrained(out / "alignment_model")
     vol = make_heldout_cases(1, shape=(32,) * 3, spacing=(10.0,) * 3)[0].real
     emb = model.embed_images([vol, vol])
     assert emb.shape == (2, model.config["embed_dim"])
@@ -231,13 +231,13 @@ def test_alignment_pairs_from_a_manifest_train_split(tmp_path):
 
 def test_retrieval_metrics_identity_and_chance():
     emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
-    perfect = align.retrieval_metrics(emb, emb)
+    perfect = align.volume_retrieval_metrics(emb, emb)
     assert perfect["top1"] == perfect["top5"] == 1.0 and perfect["mean_rank"] == 1.0
     assert perfect["chance_top1"] == pytest.approx(1 / 6) and perfect["chance_top5"] == pytest.approx(5 / 6)
-    reversed_ = align.retrieval_metrics(emb, -emb)  # every correct pair is the least similar
+    reversed_ = align.volume_retrieval_metrics(emb, -emb)  # every correct pair is the least similar
     assert reversed_["top1"] == 0.0 and reversed_["mean_rank"] == 6.0
     with pytest.raises(ValueError, match="6 reports but 5 volumes"):
-        align.retrieval_metrics(emb, emb[:5])
+        align.volume_retrieval_metrics(emb, emb[:5])
 
 
 def test_attribute_targets():

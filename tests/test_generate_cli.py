@@ -83,7 +83,8 @@ def test_batch_manifest(model_dir, tmp_path, capsys):
     code, stdout, err = run(["generate", "--manifest", manifest, "--out-dir", out_dir, "--model", model_dir,
                              "--seed", 100], capsys)
     assert code == 0, err
-    assert files_under(out_dir) == sorted(f"{i}.{ext}" for i in ("case-a", "case_b") for ext in ("json", "nii.gz", "png"))
+    assert files_under(out_dir) == sorted(["results.jsonl", *(f"{i}.{ext}" for i in ("case-a", "case_b")
+                                                             for ext in ("json", "nii.gz", "png"))])
     a = json.loads((out_dir / "case-a.json").read_text())
     b = json.loads((out_dir / "case_b.json").read_text())
     assert (a["seed"], a["density"], b["seed"], b["density"]) == (7, 0.9, 101, None)  # row 1 default: --seed + 1

@@ -74,14 +74,14 @@ def test_anatomy_bank_retrieves_by_embedding_and_seed(tmp_path):
     bank = AnatomyBank(["a", "b", "c", "d"], [anatomy_of_seed(s) for s in range(4)], embeddings, k=1)
     anatomy, info = bank.retrieve(np.array([0, 0, 1.0, 0.1]), seed=9)
     assert info["subject"] == "c" and anatomy == anatomy_of_seed(2)
-    bank.save(tmp_path / "bank")
-    loaded = AnatomyBank.load(tmp_path / "bank")
+    bank.save_pretrained(tmp_path / "bank")
+    loaded = AnatomyBank.from_pretrained(tmp_path / "bank")
     assert loaded.retrieve(np.array([0, 0, 1.0, 0.1]), seed=9)[1]["subject"] == "c"
     wide = AnatomyBank(["a", "b", "c", "d"], [anatomy_of_seed(s) for s in range(4)], embeddings, k=4)
     picks = {wide.retrieve(np.ones(4), seed=s)[1]["subject"] for s in range(20)}
     assert len(picks) > 1 and wide.retrieve(np.ones(4), seed=5) == wide.retrieve(np.ones(4), seed=5)
     with pytest.raises(InputFileError):
-        AnatomyBank.load(tmp_path / "nowhere")
+        AnatomyBank.from_pretrained(tmp_path / "nowhere")
 
 
 def test_a_layout_on_a_bank_anatomy_differs_from_the_seed_anatomy():

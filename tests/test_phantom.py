@@ -16,7 +16,7 @@ from medgen.volume import density_to_hu, make_affine
 
 LOBE_VALUES = list(LOBE_LABELS.values())
 SIDE_VALUES = {side: [LOBE_LABELS[lobe] for lobe in LOBES if lobe.startswith(side)] for side in ("right", "left")}
-# DESIGN.md HU ranges (mean HU of the tissue)
+# target HU range of each tissue (mean HU over the tissue), the convention the phantom's ranges must stay inside
 DESIGN_HU = {"air": (-1010, -990), "fat": (-120, -80), "muscle": (30, 60), "blood": (30, 60), "lung": (-870, -820),
              "trabecular": (200, 400), "cortical": (700, 1200), "effusion": (0, 20), "emphysema": (-950, -910)}
 

@@ -113,18 +113,18 @@ def test_refiner_stage_round_trip_and_clear_errors(tmp_path):
     torch.manual_seed(2)
     net = RefinerNet(channels=4, blocks=1)
     torch.nn.init.normal_(net.tail.weight, 0, 0.1)
-    LearnedStage(net, spacing_mm=1.25).save(tmp_path / "ref" / "stage_1")
-    LearnedStage(net, spacing_mm=0.625).save(tmp_path / "ref" / "stage_3")  # a gap: stage 2 missing
+    LearnedStage(net, spacing_mm=1.25).save_pretrained(tmp_path / "ref" / "stage_1")
+    LearnedStage(net, spacing_mm=0.625).save_pretrained(tmp_path / "ref" / "stage_3")  # a gap: stage 2 missing
     assert [f.name for f in stage_folders(tmp_path / "ref")] == ["stage_1"]
     (loaded,) = load_refiner(tmp_path / "ref")
     assert loaded.spacing_mm == 1.25 and loaded.net.config == {"channels": 4, "blocks": 1}
     volume = np.random.default_rng(0).normal(-500, 200, (6, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(loaded(volume), LearnedStage(net, spacing_mm=1.25)(volume), atol=1e-4)
     with pytest.raises(ModelNotFoundError, match="not a refiner stage"):
-        LearnedStage.load(tmp_path / "nothing")
+        LearnedStage.from_pretrained(tmp_path / "nothing")
     (tmp_path / "ref" / "stage_1" / "config.json").write_text(json.dumps({"channels": 4}))
     with pytest.raises(InputFileError, match="invalid refiner stage"):
-        LearnedStage.load(tmp_path / "ref" / "stage_1")
+        LearnedStage.from_pretrained(tmp_path / "ref" / "stage_1")
 
 
 def test_untrained_refiner_is_trilinear_on_validation_patches():

@@ -19,7 +19,8 @@ import torch
 from medgen.config import load_config, resolve_path
 from medgen.engine.checkpoint import latest_checkpoint, load_checkpoint
 from medgen.engine.distributed import ResumableSampler
-from medgen.engine.state import EMA, GradClipper, cosine_warmup_factor, set_learning_rates
+from medgen.engine.optim import cosine_warmup_factor, set_learning_rates
+from medgen.engine.state import EMA, GradClipper
 from medgen.errors import InputFileError
 from medgen.training.ldm import apply_condition_dropout, sample_dropout_masks
 
@@ -367,8 +368,8 @@ def vae_scale(vae_run) -> float:
 
 
 def test_latent_cache_is_reused_when_fresh_and_rebuilt_when_the_vae_changes(tmp_path, vae_run, tiny_manifest):
+    from medgen.models.autoencoder import TrainedAutoencoder
     from medgen.training.latents import LatentDataset, cache_latents, read_index
-    from medgen.training.vae import load_autoencoder, save_autoencoder
 
     shutil.copytree(vae_run[4], tmp_path / "autoencoder")
     config = tiny_config(tmp_path, tiny_manifest)
@@ -381,10 +382,10 @@ def test_latent_cache_is_reused_when_fresh_and_rebuilt_when_the_vae_changes(tmp_
     assert cache_latents(config, device="cpu", progress=False) == path
     assert (path / "latents.safetensors").stat().st_mtime_ns == stamp  # fresh: not re-encoded
 
-    model, ae_config = load_autoencoder(tmp_path / "autoencoder")
+    trained = TrainedAutoencoder.from_pretrained(tmp_path / "autoencoder")
     with torch.no_grad():
-        next(model.parameters()).add_(0.1)
-    save_autoencoder(tmp_path / "autoencoder", model, config["autoencoder"], scale_factor=ae_config["scale_factor"])
+        next(trained.model.parameters()).add_(0.1)
+    trained.save_pretrained(tmp_path / "autoencoder")
     cache_latents(config, device="cpu", progress=False)
     assert read_index(path)["key"] != index["key"]
     assert not torch.equal(LatentDataset(path, "train")[0]["latent"], data[0]["latent"])

@@ -1,6 +1,6 @@
 """Density calibration: does measured lesion HU follow the requested density control?
 
-``d`` in [0, 1] asks for a mean lesion HU of ``density_to_hu(d) = -750 + 800 d`` (DESIGN.md). Given the
+``d`` in [0, 1] asks for a mean lesion HU of ``density_to_hu(d) = -750 + 800 d`` (`medgen.volume`). Given the
 requested densities and the mean HU the analyzer measured on the generated lesions, report rank
 agreement (Spearman rho), mean absolute error in HU, bias, density-class agreement and per-target
 statistics.

@@ -2,7 +2,7 @@
 
 The analyzer never sees how a volume was made, so it can judge generated volumes. Every threshold
 below is physical (HU) or geometric (mm, fractions of a lung) and was calibrated on procedural
-phantoms; evaluation/validate_analyzer.py measures its accuracy (evaluation/analyzer_accuracy.md).
+phantoms; docs/studies/validate_analyzer.py measures its accuracy (docs/studies/analyzer_accuracy.md).
 
 Typical use::
 

@@ -2,7 +2,7 @@
 
 Lesions are compact regions of raised attenuation inside the lung cavity. The hard part is the
 pulmonary vessels: at 5 mm voxels their partial-volume halo looks like ground glass. Three facts
-separate them (all measured on procedural phantoms, see evaluation/analyzer_accuracy.md):
+separate them (all measured on procedural phantoms, see docs/studies/analyzer_accuracy.md):
 
 * a lesion is >= 3 voxels thick in every direction (survives a 1-voxel ball opening) and compact;
 * a lesion has sharp edges, so the lung shell around it is mostly clear; a vessel continues through

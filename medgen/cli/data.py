@@ -1,7 +1,7 @@
 """``medgen data``: build the synthetic training set, or write one phantom (the quickstart demo).
 
     medgen data synth --n 2000 --shape 64 --spacing 5 --out data/phantom-64 [--seed 0] [--dicom-fraction 0.1]
-    medgen data phantom --out volumes/phantom.nii.gz [--seed 0] [--shape 64] [--spacing 5] [--language en]
+    medgen data phantom --out volumes/phantom.nii.gz [--seed 0] [--shape 64] [--spacing 5] [--language en] [--version 2]
     medgen data layouts --manifest data/phantom-64/manifest.jsonl [--shape 64] [--spacing 5] [--workers 2]
 """
 
@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     phantom.add_argument("--shape", type=int, default=64, help="voxels per side (default 64)")
     phantom.add_argument("--spacing", type=float, default=5.0, help="voxel size in mm (default 5)")
     phantom.add_argument("--language", choices=("en", "zh"), default="en", help="report language")
+    phantom.add_argument("--version", type=int, choices=(1, 2), default=1,
+                         help="phantom version: 1 (default, medgen labels) or 2 (adult anatomy, MAISI label ids)")
     phantom.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     phantom.set_defaults(func=run_phantom)
 
@@ -91,11 +93,17 @@ def run_phantom(args) -> int:
     for path in outputs.values():  # fail before any work
         check_output_path(path, args.overwrite)
 
-    subject = synthesize_subject(np.random.default_rng(args.seed), shape=args.shape, spacing=args.spacing,
-                                 language=args.language, p_normal=0.0)  # the demo should show something
-    case, report = subject.case, subject.report
-    save_nifti(case.image, outputs["image"], sidecar=subject.provenance(seed=args.seed), overwrite=args.overwrite)
-    save_nifti(case.labels, outputs["label"], dtype=np.uint8, descrip=LABEL_DESCRIP, overwrite=args.overwrite)
+    if args.version == 2:
+        from medgen.phantom.v2.phantom import demo_subject
+
+        case, report, sidecar = demo_subject(args.seed, shape=args.shape, spacing=args.spacing, language=args.language)
+        descrip = "SYNTHETIC medgen phantom v2 labels (MAISI ids)"
+    else:
+        subject = synthesize_subject(np.random.default_rng(args.seed), shape=args.shape, spacing=args.spacing,
+                                     language=args.language, p_normal=0.0)  # the demo should show something
+        case, report, sidecar, descrip = subject.case, subject.report, subject.provenance(seed=args.seed), LABEL_DESCRIP
+    save_nifti(case.image, outputs["image"], sidecar=sidecar, overwrite=args.overwrite)
+    save_nifti(case.labels, outputs["label"], dtype=np.uint8, descrip=descrip, overwrite=args.overwrite)
     with atomic_path(outputs["report"], overwrite=args.overwrite) as tmp:
         tmp.write_text(report.text + "\n", encoding="utf-8")
     lesion = case.findings.lesions[0] if case.findings.lesions else None

@@ -50,41 +50,57 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
-    p.error = _one_line_error
-
-
-def _one_line_error(message: str):
-    print(f"medgen: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def run(args: argparse.Namespace) -> int:
     from medgen.cli.generate import _read_findings
     from medgen.edit import DEFAULT_MARGIN_MM
+    from medgen.edit.place import check_edit_numbers
     from medgen.io import load_nifti, load_volume
     from medgen.pipelines.default_model import resolve_model_path
     from medgen.pipelines.result import findings_path, labels_path, plan_outputs
-    from medgen.pipelines.validation import check_device, check_positive_int, read_report_file
+    from medgen.pipelines.validation import (
+        check_ct_hu,
+        check_device,
+        check_guidance,
+        check_label_map,
+        check_margin_mm,
+        check_report,
+        check_seed,
+        check_steps,
+        read_report_file,
+    )
     from medgen.volume import check_density
 
     # 1. Check every input and output before loading the model.
     if not args.ct.exists():
         raise InputFileError(args.ct, "CT not found")
-    report = read_report_file(args.report_file) if args.report_file is not None else args.report
+    if args.report_file is not None:
+        report = read_report_file(args.report_file)
+    else:
+        report = None if args.report is None else check_report(args.report)
     findings = _read_findings(args.findings) if args.findings is not None else None
     densities = _parse_densities(args.set_density, check_density)
     if report is None and findings is None and not args.remove and not densities:
         raise ValueError("give what to add (--report, --report-file or --findings), or --remove / --set-density")
+    check_edit_numbers(args.remove, densities)
+    check_seed(args.seed)
+    margin_mm = check_margin_mm(DEFAULT_MARGIN_MM if args.margin_mm is None else args.margin_mm, "margin-mm")
     if args.steps is not None:
-        check_positive_int(args.steps, "steps")
+        check_steps(args.steps, "steps")
+    if args.guidance is not None:
+        check_guidance(args.guidance, "guidance")
     labels_file = args.labels or _beside(args.ct, labels_path)
     prior_file = args.prior_findings or _beside(args.ct, findings_path)
     if labels_file is not None and not labels_file.is_file():
         raise InputFileError(labels_file, "label map not found")
     plan_outputs(args.out, dicom_dir=args.dicom_out, preview=not args.no_preview, overwrite=args.overwrite,
                  labels=True, findings=True)
-    volume = load_volume(args.ct)
+    volume = load_volume(args.ct, canonical=False)  # the output keeps the input's grid
+    check_ct_hu(volume.array, args.ct)
     labels = load_nifti(labels_file) if labels_file is not None else None
+    if labels is not None:
+        check_label_map(labels.array, labels_file)
     prior = _read_findings(prior_file) if prior_file is not None else None
     device = check_device(args.device)
     model_dir = resolve_model_path(args.model)
@@ -102,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         result = EditPipeline.from_pipe(pipe)(volume, report=report, findings=findings, labels=labels, prior=prior,
                            remove=args.remove, densities=densities, seed=args.seed, num_inference_steps=args.steps,
                            guidance_scale=args.guidance, hu_calibration=not args.no_hu_calibration,
-                           margin_mm=DEFAULT_MARGIN_MM if args.margin_mm is None else args.margin_mm,
+                           margin_mm=margin_mm,
                            source={"sha256": source_sha256(args.ct), "name": args.ct.name})
     for message in result.provenance["layout"]["warnings"]:
         print(f"medgen: warning: {args.out.name}: {message}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
     medgen evaluate --model runs/phantom-64/pipeline --out evaluation/results/phantom-64
     medgen evaluate --out evaluation/results/smoke --quick      # the embedded model, tiny sizes
-    medgen evaluate --utility --ablation runs/text-only --out evaluation/utility   # downstream
+    medgen evaluate --utility --ablation runs/text-only --out evaluation/results/utility   # downstream
 
 Writes OUT/results.json (every figure), OUT/summary.md and OUT/*.png; see evaluation/README.md.
 """
@@ -49,11 +49,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgen.errors import require_extra
     from medgen.evaluation import run_evaluation
     from medgen.evaluation.suite import QUICK, EvalSettings
     from medgen.pipelines.default_model import resolve_model_path
     from medgen.pipelines.validation import check_device
 
+    require_extra("matplotlib", "eval")  # the plots come last: say so before any work
     device = check_device(args.device)
     if args.utility:
         return run_utility_benchmark(args, device)

@@ -4,9 +4,12 @@ Single report::
 
     medgen generate --report "A 12 mm solid nodule in the right upper lobe." --out volumes/x.nii.gz
 
-Batch (one JSON object a line: ``id``, ``report`` or ``text``, optional ``density`` and ``seed``)::
+Batch (one JSON object a line: ``id``, ``report`` or ``text``, optional ``density`` and ``seed``), in one
+process or spread over processes, GPUs and nodes by ``torchrun`` (see `BATCH_EPILOG` and
+`medgen.pipelines.batch`)::
 
     medgen generate --manifest reports.jsonl --out-dir volumes/batch
+    torchrun --nproc_per_node 4 -m medgen.cli.main generate --manifest reports.jsonl --out-dir volumes/batch --device cuda
 
 Every input and output is checked before the model is loaded; a bad one prints a single
 ``medgen: error: ...`` line and exits with status 2, leaving no file behind.
@@ -38,6 +41,25 @@ class Job:
     seed: int
     out: Path
     dicom_dir: Path | None
+    row_id: str = ""  # batch: the manifest row's "id"
+
+
+BATCH_EPILOG = """\
+batch (--manifest): every file of every row is checked before the model loads (two rows writing one
+file, an unwritable folder, earlier output). A row whose files all exist is skipped, so rerunning the
+same command resumes after a crash or preemption; a row with only some of its files is refused.
+--overwrite regenerates every row. Each row ends as a line of OUT_DIR/results.jsonl (id, status
+ok/skipped/failed, error, seconds, rank); a failing row does not stop the others. Exit status: 0 all
+rows written or skipped, 1 some row failed, 2 bad input (nothing generated).
+
+spread the rows over processes with torchrun (each takes every WORLD_SIZE-th row left to do):
+  one node, 4 GPUs:
+    torchrun --nproc_per_node 4 -m medgen.cli.main generate --manifest M --out-dir D --device cuda
+  SLURM, many nodes (one srun task a node):
+    srun torchrun --nnodes $SLURM_NNODES --nproc_per_node 4 --rdzv_backend c10d \\
+      --rdzv_endpoint $HOST:29500 -m medgen.cli.main generate --manifest M --out-dir D --device cuda
+  CPU only: torchrun --nproc_per_node 2 -m medgen.cli.main generate --manifest M --out-dir D
+"""
 
 
 def register(subparsers) -> None:
@@ -45,6 +67,8 @@ def register(subparsers) -> None:
         "generate",
         help="generate synthetic CT volume(s) from report text",
         description="Generate a synthetic chest CT (NIfTI, HU, RAS+) from a radiology report.",
+        epilog=BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=False)
     src.add_argument("--report", metavar="TEXT", help="the report text")
@@ -77,21 +101,24 @@ def register(subparsers) -> None:
                    help="also write a DICOM series here (batch: DIR/<id>/)")
     p.add_argument("--no-preview", action="store_true", help="do not write the PNG preview")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (batch: regenerate every row; without it complete rows are skipped)")
+    from medgen.cli.generate_maisi import add_maisi_arguments
+
+    add_maisi_arguments(p)  # --renderer embedded|maisi, --maisi DIR, --anatomy SEG, --anatomy-ids
     p.set_defaults(func=run)
-    p.error = _one_line_error  # argument errors print one line, like every other medgen error
-
-
-def _one_line_error(message: str):
-    print(f"medgen: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medgen.pipelines.components import model_outputs
     from medgen.pipelines.default_model import resolve_model_path
     from medgen.pipelines.result import plan_outputs
-    from medgen.pipelines.validation import check_device, check_guidance, check_positive_int
+    from medgen.pipelines.validation import check_device, check_guidance, check_steps
 
+    if getattr(args, "renderer", "embedded") == "maisi" or args.maisi is not None or args.anatomy is not None:
+        from medgen.cli.generate_maisi import run_maisi
+
+        return run_maisi(args)
     # 1. Check every input and output before loading anything.
     if args.manifest is None and args.report is None and args.report_file is None and args.findings is None:
         raise ValueError("give --report, --report-file, --findings or --manifest")
@@ -101,15 +128,22 @@ def run(args: argparse.Namespace) -> int:
     layout = _read_layout(args.layout) if args.layout is not None else None
     jobs = _manifest_jobs(args) if args.manifest is not None else [_single_job(args)]
     if args.steps is not None:
-        check_positive_int(args.steps, "steps")
+        check_steps(args.steps, "steps")
     for value, name in ((args.guidance, "guidance"), (args.density_guidance, "density-guidance")):
         if value is not None:
             check_guidance(value, name)
-    for job in jobs:
-        plan_outputs(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview, overwrite=args.overwrite)
     device = check_device(args.device)
     model_dir = resolve_model_path(args.model)
+    if args.manifest is None:  # a batch plans its rows itself (complete rows are skipped, not refused)
+        # the model's folder says whether a label map and a findings file are written too
+        plan_outputs(jobs[0].out, dicom_dir=jobs[0].dicom_dir, preview=not args.no_preview, overwrite=args.overwrite,
+                     **model_outputs(model_dir))
     _check_grid_request(model_dir, args)  # from model_index.json alone: before any weights are loaded
+    if args.manifest is not None:
+        from medgen.pipelines.batch import run_batch
+
+        return run_batch(jobs, manifest=args.manifest, out_dir=args.out_dir, model_dir=model_dir, device=device,
+                         options=_options(args), preview=not args.no_preview, overwrite=args.overwrite)
 
     # 2. Load the model and check the model-dependent inputs (shape, steps) before generating.
     from medgen.pipelines.layout_stage import LayoutWarning
@@ -117,7 +151,27 @@ def run(args: argparse.Namespace) -> int:
     from medgen.reader import ReaderWarning
 
     pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
-    options = dict(
+    options = _options(args)
+    job = jobs[0]
+    pipe.check_inputs(job.report, findings=findings, layout=layout, **options)
+
+    # 3. Generate and write.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReaderWarning)  # printed below as medgen: warning lines
+        warnings.simplefilter("ignore", LayoutWarning)
+        result = pipe(job.report, findings=findings, layout=layout, density=job.density, seed=job.seed,
+                      progress=True, **options)
+    layout_warnings = result.provenance.get("layout", {}).get("warnings", [])
+    for message in [*result.provenance.get("reader_warnings", []), *layout_warnings]:
+        print(f"medgen: warning: {job.out.name}: {message}", file=sys.stderr)
+    written = result.save(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview, overwrite=args.overwrite)
+    print("\n".join(str(path) for path in written.values()))
+    return 0
+
+
+def _options(args) -> dict:
+    """The sampling options of `ReportToVolumePipeline.__call__` given on the command line."""
+    return dict(
         shape=tuple(args.shape) if args.shape else None,
         spacing=_one_or_three(args.spacing, "--spacing"),
         fov=_one_or_three(args.fov, "--fov"),
@@ -125,29 +179,6 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         density_guidance_scale=args.density_guidance,
     )
-    pipe.check_inputs(jobs[0].report, findings=findings, layout=layout, **options)
-    for job in jobs:  # the model decides whether a label map and a findings file are written too
-        plan_outputs(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview, overwrite=args.overwrite,
-                     labels=pipe.layout_grounded, findings=pipe.layout_grounded or pipe.reader is not None)
-
-    # 3. Generate and write, one volume at a time (batch: one progress bar over the rows).
-    batch = args.manifest is not None
-    for job in _progress(jobs) if batch else jobs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ReaderWarning)  # printed below as medgen: warning lines
-            warnings.simplefilter("ignore", LayoutWarning)
-            result = pipe(job.report, findings=findings, layout=layout, density=job.density, seed=job.seed,
-                          progress=not batch, **options)
-        layout_warnings = result.provenance.get("layout", {}).get("warnings", [])
-        for message in [*result.provenance.get("reader_warnings", []), *layout_warnings]:
-            print(f"medgen: warning: {job.out.name}: {message}", file=sys.stderr)
-        written = result.save(job.out, dicom_dir=job.dicom_dir, preview=not args.no_preview,
-                              overwrite=args.overwrite)
-        if not batch:
-            print("\n".join(str(path) for path in written.values()))
-    if batch:
-        print(f"wrote {len(jobs)} volume(s) to {args.out_dir}")
-    return 0
 
 
 def _check_grid_request(model_dir: Path, args) -> None:
@@ -175,13 +206,15 @@ def _one_or_three(values, flag: str):
 
 def _read_findings(path: Path):
     from medgen.findings import Findings, FindingsError
+    from medgen.pipelines.validation import check_lesion_count
 
     if not path.is_file():
         raise InputFileError(path, "findings file not found" if not path.exists() else "not a regular file")
     try:
-        return Findings.from_json(path.read_text(encoding="utf-8"))
+        findings = Findings.from_json(path.read_text(encoding="utf-8"))
     except (FindingsError, UnicodeDecodeError) as err:
         raise InputFileError(path, str(err)) from None
+    return check_lesion_count(findings, path)
 
 
 def _read_layout(path: Path):
@@ -252,10 +285,5 @@ def _manifest_row(line: str, index: int, args, seen: set) -> Job:
     report = check_report(row.get("report", row.get("text")))
     seed = check_seed(row["seed"]) if "seed" in row else check_seed(args.seed + index)
     dicom_dir = args.dicom_out / row_id if args.dicom_out is not None else None
-    return Job(report, check_density(row.get("density")), seed, args.out_dir / f"{row_id}.nii.gz", dicom_dir)
-
-
-def _progress(jobs):
-    from tqdm import tqdm
-
-    return tqdm(jobs, desc="generate", unit="volume", file=sys.stderr)
+    return Job(report, check_density(row.get("density")), seed, args.out_dir / f"{row_id}.nii.gz", dicom_dir,
+               row_id)

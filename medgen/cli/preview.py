@@ -11,10 +11,8 @@ written.
 from __future__ import annotations
 
 import json
-import warnings
+import sys
 from pathlib import Path
-
-from medgen.errors import OutputExistsError
 
 
 def register(subparsers) -> None:
@@ -43,47 +41,54 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from medgen.cli.generate import _read_findings
     from medgen.diffusion.guidance import Guidance
-    from medgen.pipelines.validation import check_report, check_seed, read_report_file
+    from medgen.io.atomic import atomic_path, check_output_path
+    from medgen.pipelines.validation import (
+        check_guidance,
+        check_report,
+        check_seed,
+        check_steps,
+        read_report_file,
+    )
     from medgen.slices.generator.pipeline import SlicePreviewPipeline
     from medgen.slices.generator.render import preview_png
     from medgen.volume import check_density
 
+    # 1. Check every input and output before loading the model.
     if args.report is None and args.report_file is None and args.findings is None:
         raise ValueError("give --report, --report-file or --findings")
     if args.out.suffix.lower() != ".png":
         raise ValueError(f"--out must end in .png, got {args.out}")
     if not 1 <= args.n <= 16:
         raise ValueError(f"--n must be in [1, 16], got {args.n}")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    check_steps(args.steps, "steps")
     check_seed(args.seed)
+    guidance = Guidance(text=check_guidance(args.guidance, "guidance"),
+                        density=check_guidance(args.density_guidance, "density-guidance"))
     density = check_density(args.density)
     outputs = [args.out, args.out.with_suffix(".json")] + ([args.out.with_suffix(".npz")] if args.npz else [])
-    if not args.overwrite:
-        for path in outputs:
-            if path.exists():
-                raise OutputExistsError(f"{path}: output exists (pass --overwrite to replace it)")
+    for path in outputs:
+        check_output_path(path, args.overwrite)
     report = check_report(args.report) if args.report is not None else (
         read_report_file(args.report_file) if args.report_file is not None else None)
     findings = _read_findings(args.findings) if args.findings is not None else None
+
+    # 2. Load the model, preview, write (what the layout and the reader warn about: stderr and the JSON).
     pipe = SlicePreviewPipeline.from_pretrained(args.model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = pipe(report, findings=findings, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                      guidance=Guidance(text=args.guidance, density=args.density_guidance), density=density,
-                      use_refiner=not args.no_refiner)
+    result = pipe(report, findings=findings, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
+                  guidance=guidance, density=density, use_refiner=not args.no_refiner)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     preview_png(result, args.out, overwrite=True)
     sidecar = {"synthetic": True, "caption": result.caption, "slice": result.slice_findings,
-               "findings": result.layout.findings.to_dict(), "seeds": result.seeds,
-               "warnings": result.warnings + [str(w.message) for w in caught], "sampler": args.sampler,
-               "steps": args.steps, "refiner": not args.no_refiner}
-    args.out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+               "findings": result.layout.findings.to_dict(), "seeds": result.seeds, "warnings": result.warnings,
+               "sampler": args.sampler, "steps": args.steps, "refiner": not args.no_refiner}
+    with atomic_path(args.out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.npz:
         import numpy as np
 
-        np.savez_compressed(args.out.with_suffix(".npz"), hu=result.hu, labels=result.labels)
-    for message in sidecar["warnings"]:
-        print(f"warning: {message}")
+        with atomic_path(args.out.with_suffix(".npz")) as tmp:
+            np.savez_compressed(tmp, hu=result.hu, labels=result.labels)
+    for message in result.warnings:
+        print(f"medgen: warning: {message}", file=sys.stderr)
     print(f"wrote {args.out} ({args.n} candidates): {result.caption}")
     return 0

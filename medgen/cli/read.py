@@ -1,10 +1,13 @@
 """``medgen read``: report text -> findings JSON, with the learned report reader.
 
-    medgen read --report "RUL: 12 mm solid nodule. No effusion." [--reader DIR] [--out findings.json] [--details]
+    medgen read --report "RUL: 12 mm solid nodule. No effusion." [--reader DIR] [--out findings.json]
+                [--details | --explain]
 
-Prints the findings JSON (schema in `medgen.findings`); warnings (nothing recognised, unknown script,
-a lesion without a lobe or size) go to stderr as ``medgen: warning: ...`` lines and into the JSON with
-``--details``, which also lists the tagged spans.
+Prints the findings JSON (schema in `medgen.findings`); warnings (nothing recognised, not English or Chinese,
+no chest words, a lesion without a lobe or size) go to stderr as ``medgen: warning: ...`` lines and into the JSON
+with ``--details``, which also gives per finding its certainty, the cue that set it and the words it was read from
+(`explain`), what the tagger read that was not used (`disagreements`) and every tagged span. ``--explain`` prints
+the same as plain text instead of JSON (``--out`` still writes the JSON).
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ def register(subparsers) -> None:
                    help="reader folder (ReportReader.save_pretrained, or a pipeline folder with reader/); "
                         "default: the embedded default model's reader")
     p.add_argument("--out", metavar="FILE.json", type=Path, help="also write the JSON here")
-    p.add_argument("--details", action="store_true", help="print findings, warnings and tagged spans")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--details", action="store_true",
+                       help="print findings, warnings, where each finding came from, and the tagged spans (JSON)")
+    shown.add_argument("--explain", action="store_true",
+                       help="print each finding with its certainty and the words it was read from (plain text)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
@@ -67,5 +74,31 @@ def run(args) -> int:
     if args.out is not None:
         with atomic_path(args.out, overwrite=args.overwrite) as tmp:
             Path(tmp).write_text(output + "\n", encoding="utf-8")
-    print(output)
+    print("\n".join(explain_lines(result)) if args.explain else output)
     return 0
+
+
+def _value(finding: dict) -> str:
+    value = finding["value"]
+    if finding["finding"].startswith("lesion"):
+        return f"{value['lobe']}, {value['diameter_mm']:g} mm, {value['type']}, {value['margin']}"
+    return ", ".join(str(value[k]) for k in ("side", "grade", "distribution") if k in value)
+
+
+def explain_lines(result) -> list[str]:
+    """Plain-text explanation of a `ReadResult`: each finding, its certainty and cue, and its words."""
+    lines = [f"language: {result.language or 'not recognised'}"]
+    if result.findings.is_normal:
+        lines.append("no findings (normal study)")
+    for finding in result.details:
+        cues = "; ".join(f"{category.lower().replace('_', ' ')}: {words!r}" for category, words in
+                         finding["cues"].items())
+        lines.append(f"{finding['finding']}: {_value(finding)}; {finding['certainty']}"
+                     + (f" (cue {cues})" if cues else "") + f"; read by {finding['read_by']}")
+        for word in finding["words"]:
+            lines.append(f"    {word['text']!r} -> {word['group']}={word['value']} [{word['source']}]")
+    for item in result.disagreements:
+        if item.get("read_by") == "tagger":
+            lines.append(f"not used: the tagger alone read a {item['finding']} from {item['words']}")
+    lines += [f"warning: {w}" for w in result.warnings]
+    return lines

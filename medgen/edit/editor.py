@@ -25,7 +25,7 @@ from scipy.ndimage import distance_transform_edt, map_coordinates
 from medgen.diffusion.guidance import Guidance
 from medgen.diffusion.sampler import Inpaint, sample_latents
 from medgen.edit.anatomy import EditInputError, labels_anatomy, segment_anatomy
-from medgen.edit.place import edit_layout
+from medgen.edit.place import check_edit_numbers, edit_layout
 from medgen.findings import LABELS, LOBE_LABELS, Findings
 from medgen.layout.labels import (
     EMPHYSEMA_LABEL,
@@ -101,7 +101,7 @@ def calibrate_hu(hu: np.ndarray, original: np.ndarray, edit, spacing, bands: int
     region (the rendered texture is kept, only its level moves): each changed lesion's mean to its target
     (``density_to_hu(d)``), new pleural fluid's to `EFFUSION_HU`, and the lung around a changed lesion, in shells
     one voxel thick, to the CT's own lung level in the same voxels (the renderer draws a faint halo there
-    that reads as ground glass). The renderer alone misses lesion HU widely (`evaluation/edit/`)."""
+    that reads as ground glass). The renderer alone misses lesion HU widely (`benchmarks/results/edit/`)."""
     out = hu.copy()
     regions = [(edit.labels == FIRST_LESION_LABEL + i, density_to_hu(lesion.density))
                for i, lesion in enumerate(edit.findings.lesions)]
@@ -154,8 +154,9 @@ def edit_volume(pipe, volume: Volume, *, report: str | None = None, findings: Fi
 
     Args:
         pipe: a layout-grounded `ReportToVolumePipeline`.
-        volume: the CT: a `Volume` (HU, axis-aligned RAS+ grid, as `medgen.io.load_volume` gives), or the path of
-            a NIfTI file or a DICOM series folder.
+        volume: the CT: a `Volume` (HU inside `medgen.volume.CT_HU_RANGE`, an axis-aligned grid in any voxel
+            order), or the path of a NIfTI file or a DICOM series folder. The result has its shape, voxel order and
+            affine exactly (and, saved, a NIfTI input's dtype and scaling).
         report: what to add, as report text (read by the pipeline's reader); or `findings`.
         findings: what to add, as `Findings`.
         labels: the CT's layout label map on its grid (a volume medgen made; `Volume` or path): exact anatomy, and needed to
@@ -170,8 +171,9 @@ def edit_volume(pipe, volume: Volume, *, report: str | None = None, findings: Fi
         ValueError / EditInputError: a text-only model, nothing to do, a bad argument, a CT that is not a chest,
             a lobe it lacks, a lesion larger than its lobe, a lesion number it does not have.
     """
-    from medgen.io import provenance
+    from medgen.io import provenance, reorient, reorient_like
     from medgen.pipelines import layout_stage
+    from medgen.pipelines import validation as check
     from medgen.pipelines.result import GenerationResult
 
     started = time.perf_counter()
@@ -182,12 +184,22 @@ def edit_volume(pipe, volume: Volume, *, report: str | None = None, findings: Fi
                          "this one is text-only: pass --model with a layout-grounded pipeline")
     if not isinstance(volume, Volume):
         raise TypeError(f"`volume` must be a medgen Volume, got {type(volume).__name__}")
-    if not np.isfinite(np.asarray(volume.array, np.float32)).all():
-        raise ValueError("the CT holds non-finite values; expected HU")
-    if volume.array.ndim != 3 or not np.allclose(volume.affine[:3, :3], np.diag(np.diag(volume.affine[:3, :3]))):
-        raise EditInputError("edit reads 3D CTs on an axis-aligned grid (an oblique or 4D volume was given)")
-    if not margin_mm > 0:
-        raise ValueError(f"`margin_mm` must be > 0, got {margin_mm}")
+    check.check_ct_hu(volume.array, volume.meta.get("path", "the CT"))
+    check_edit_numbers(remove, densities)
+    seed = check.check_seed(seed)
+    margin_mm = check.check_margin_mm(margin_mm)
+    steps = check.check_positive_int(
+        pipe.config["num_inference_steps"] if num_inference_steps is None else num_inference_steps,
+        "num_inference_steps", maximum=min(check.MAX_STEPS, int(pipe.scheduler.num_train_timesteps)))
+    guidance = Guidance(text=check.check_guidance(pipe.config["guidance"]["text"] if guidance_scale is None
+                                                  else guidance_scale, "guidance_scale"),
+                        density=float(pipe.config["guidance"]["density"]))
+    # the work runs on the RAS+ grid; the result is mapped back to the input's voxel order and affine
+    native = volume
+    volume = reorient(native, "RAS")
+    labels = reorient(labels, "RAS") if labels is not None else None
+    if not np.allclose(volume.affine[:3, :3], np.diag(np.diag(volume.affine[:3, :3]))):
+        raise EditInputError("edit reads 3D CTs on an axis-aligned grid (an oblique volume was given)")
     if report is not None and findings is not None:
         raise ValueError("pass either a report or findings to add, not both")
     if report is not None:
@@ -197,9 +209,6 @@ def edit_volume(pipe, volume: Volume, *, report: str | None = None, findings: Fi
     findings = findings if findings is not None else Findings()
     if findings.is_normal and not remove and not densities:
         raise ValueError("nothing to edit: the findings to add are empty (and nothing to remove or re-density)")
-    steps = int(num_inference_steps or pipe.config["num_inference_steps"])
-    guidance = Guidance(text=float(pipe.config["guidance"]["text"] if guidance_scale is None else guidance_scale),
-                        density=float(pipe.config["guidance"]["density"]))
     # 2. Work grid and anatomy
     work = work_grid(pipe, volume)
     points = grid_points(work)
@@ -242,15 +251,19 @@ def edit_volume(pipe, volume: Volume, *, report: str | None = None, findings: Fi
               "anatomy": anatomy.source, "margin_mm": margin_mm, "hu_calibration": bool(hu_calibration), "regenerated_voxels": int(region.sum()),
               "work_grid": {"shape": list(work.shape), "spacing": list(work.spacing), "origin": list(work.origin)}},
         report=text, seed=int(seed), num_inference_steps=steps, guidance_scale=guidance.text,
-        shape=list(volume.shape[:3]), spacing=[float(s) for s in np.linalg.norm(volume.affine[:3, :3], axis=0)],
-        model_id=pipe.config["name"], model_path=str(pipe.model_path) if pipe.model_path is not None else None,
-        weights_sha256=dict(pipe.weights_sha256), device=str(pipe.device), torch_version=torch.__version__,
-        findings=edit.findings.to_dict(),
-        layout={"label_table": label_table(len(edit.findings.lesions)), "warnings": list(edit.warnings)}, elapsed_s=round(time.perf_counter() - started, 3),
+        shape=list(native.shape), spacing=list(native.spacing), orientation=native.orientation,
+        **pipe.model_record(), weights_sha256=dict(pipe.weights_sha256), device=str(pipe.device),
+        torch_version=torch.__version__, findings=edit.findings.to_dict(),
+        layout={"label_table": label_table(len(edit.findings.lesions)), "warnings": list(edit.warnings)},
+        elapsed_s=round(time.perf_counter() - started, 3),
     )
-    result_volume = Volume(out, np.asarray(volume.affine, float).copy(), record)
+    result_volume = reorient_like(Volume(out, volume.affine), native)
+    result_volume.meta = record
+    storage = {"dtype": "int16", "slope": 1.0, "inter": 0.0, **(native.meta.get("storage") or {})}
     return GenerationResult(volume=result_volume, latent=latents[0].detach().cpu(), provenance=record,
-                            labels=labels_out, findings=edit.findings, edit_region=region)
+                            labels=reorient_like(labels_out, native), findings=edit.findings,
+                            edit_region=reorient_like(Volume(region, volume.affine), native).array,
+                            storage=storage)
 
 
 def _read_inputs(volume, labels, prior, source):
@@ -259,7 +272,7 @@ def _read_inputs(volume, labels, prior, source):
 
     if isinstance(volume, (str, Path)):
         source = {"sha256": source_sha256(volume), "name": Path(volume).name, **(source or {})}
-        volume = load_volume(volume)
+        volume = load_volume(volume, canonical=False)  # the output keeps the input's grid
     elif source is None:
         source = {"sha256": hashlib.sha256(np.ascontiguousarray(volume.array).tobytes()).hexdigest(),
                   "name": "array"}

@@ -16,8 +16,6 @@ from medgen.layout.labels import FIRST_LESION_LABEL, MAX_LESIONS
 from medgen.phantom import lesions as les
 from medgen.phantom.anatomy import Grid
 
-MAX_LOBE_FRACTION = 0.5  # a lesion may take at most this fraction of its lobe's aerated volume
-
 
 @dataclass
 class LayoutEdit:
@@ -40,6 +38,21 @@ class LayoutEdit:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_edit_numbers(remove=(), densities=None) -> None:
+    """`remove` (lesion numbers) and `densities` (``{number: d}``): positive integers, densities in [0, 1],
+    and no lesion both taken out and given a new density."""
+    from medgen.volume import check_density
+
+    for n in [*remove, *(densities or {})]:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise EditInputError(f"lesion numbers count from 1, got {n!r}")
+    for d in (densities or {}).values():
+        check_density(d)
+    both = sorted(set(remove) & set(densities or {}))
+    if both:
+        raise EditInputError(f"lesion {both[0]} is both removed and given a new density: do one or the other")
+
+
 def edit_layout(anatomy: EditAnatomy, prior: Findings, new: Findings, *, remove=(), densities=None,
                 seed: int = 0) -> LayoutEdit:
     """Apply an edit to the layout of a CT.
@@ -56,6 +69,7 @@ def edit_layout(anatomy: EditAnatomy, prior: Findings, new: Findings, *, remove=
         EditInputError: a lobe the anatomy lacks, a lesion too large for its lobe, a lesion number that the
             CT does not have, emphysema to add, an effusion on a side that already has one.
     """
+    check_edit_numbers(remove, densities)
     labels = anatomy.labels.copy()
     prior = Findings.from_dict(prior.to_dict())
     densities = dict(densities or {})
@@ -151,8 +165,8 @@ def _add_lesions(out: LayoutEdit, anatomy: EditAnatomy, lesions: list[Lesion], r
         name = lesion.lobe.replace("_", " ")
         if lobe_ml == 0:
             raise EditInputError(f"the segmentation finds no {name} lobe in this CT")
-        lesion_ml = np.pi / 6 * lesion.diameter_mm**3 / 1000.0
-        if lesion_ml > MAX_LOBE_FRACTION * lobe_ml:
+        lesion_ml = les.lesion_volume_ml(lesion.diameter_mm)
+        if lesion_ml > les.MAX_LOBE_FRACTION * lobe_ml:
             raise EditInputError(f"a {lesion.diameter_mm:g} mm lesion ({lesion_ml:.0f} ml) is larger than the "
                                  f"{name} lobe of this CT allows ({lobe_ml:.0f} ml of aerated lobe)")
         shapes.append(les.LesionShape.sample(rng, lesion))

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from medgen.engine.distributed import DistContext, ResumableSampler
 
-__all__ = ["BatchStream", "RunLogger", "autocast", "finite_step", "make_optimizer", "run_and_close", "seed_everything"]
+__all__ = ["BatchStream", "RunLogger", "autocast", "finite_step", "run_and_close", "seed_everything"]
 
 
 def run_and_close(trainer):
@@ -38,13 +38,6 @@ def autocast(device: torch.device, bf16: bool):
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def make_optimizer(params, lr: float, *, weight_decay: float = 0.0, betas=(0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW with one param group carrying ``base_lr`` / ``warmup_start`` for `set_learning_rates`."""
-    optimizer = torch.optim.AdamW([{"params": list(params), "base_lr": float(lr), "warmup_start": 0}],
-                                  lr=float(lr), betas=betas, weight_decay=weight_decay)
-    return optimizer
 
 
 def finite_step(optimizer: torch.optim.Optimizer, grad_norm: float, clipper) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -66,6 +67,14 @@ class DistContext:
         dist.broadcast_object_list(box, src=0, device=self._comm_device())
         return box[0]
 
+    def all_gather_object(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank (``[obj]`` when not distributed)."""
+        if not self.distributed:
+            return [obj]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -85,8 +94,12 @@ class DistContext:
             self.owns_group = False
 
 
-def init_distributed(device=None) -> DistContext:
-    """Read torchrun's environment and start the process group (idempotent); single process otherwise."""
+def init_distributed(device=None, timeout: timedelta | None = None) -> DistContext:
+    """Read torchrun's environment and start the process group (idempotent); single process otherwise.
+
+    `timeout`: how long a collective waits for the other ranks (default: torch's); batch generation, where
+    a rank may wait at the end for the slowest one, passes a long one.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
@@ -97,7 +110,8 @@ def init_distributed(device=None) -> DistContext:
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
-                                device_id=dev if dev.type == "cuda" else None)
+                                device_id=dev if dev.type == "cuda" else None,
+                                **({"timeout": timeout} if timeout is not None else {}))
         owns = True
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
                        device=dev, owns_group=owns)

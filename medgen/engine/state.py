@@ -1,4 +1,5 @@
-"""Training-state helpers: EMA of weights, gradient clipping (fixed or adaptive) and the cosine warm-up LR.
+"""Training-state helpers: EMA of weights and gradient clipping (fixed or adaptive); the learning-rate
+schedules are in `medgen.engine.optim`.
 
 Every class here has ``state_dict()`` / ``load_state_dict()`` made of tensors and JSON values only, so
 `medgen.engine.checkpoint` can store it without pickling.
@@ -12,7 +13,7 @@ from collections import deque
 
 import torch
 
-__all__ = ["EMA", "GradClipper", "cosine_warmup_factor", "set_learning_rates"]
+__all__ = ["EMA", "GradClipper"]
 
 
 class EMA:
@@ -140,26 +141,3 @@ class GradClipper:
         self.history = deque((float(v) for v in state["history"]), maxlen=self.window)
         self.num_clipped = int(state["num_clipped"])
         self.num_skipped = int(state.get("num_skipped", 0))
-
-
-def cosine_warmup_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier for 0-based `step`: linear warm-up ``(step + 1) / warmup``, then cosine to `min_ratio` at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    decay_steps = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / decay_steps)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, warmup: int, total: int,
-                       min_ratio: float = 0.0) -> None:
-    """Set every param group's lr for `step`: ``base_lr x warm-up(step - warmup_start) x cosine(step)``.
-
-    Each group carries ``base_lr`` and ``warmup_start`` (the step it joined; its own warm-up starts
-    there), stored in the optimizer's state dict, so a resumed run restores the schedule with it.
-    """
-    cosine = cosine_warmup_factor(max(step, warmup), warmup, total, min_ratio)
-    for group in optimizer.param_groups:
-        local = step - int(group.get("warmup_start", 0))
-        ramp = min(1.0, (local + 1) / warmup) if warmup > 0 else 1.0
-        group["lr"] = float(group["base_lr"]) * ramp * cosine

@@ -20,7 +20,7 @@ _LAZY = {
     "score_calibration": "medgen.evaluation.calibration",
     "AlignmentModel": "medgen.evaluation.alignment",
     "train_alignment": "medgen.evaluation.alignment",
-    "retrieval_metrics": "medgen.evaluation.alignment",
+    "volume_retrieval_metrics": "medgen.evaluation.alignment",
     "benchmark_speed": "medgen.evaluation.speed",
     "write_outputs": "medgen.evaluation.report",
 }

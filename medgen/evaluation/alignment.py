@@ -8,14 +8,12 @@ image features, BCE on lesion-per-lobe / effusion side / emphysema / normal and 
 lesion's density (a regression term that gives the small data set a dense signal).
 
 It is trained only on real phantom pairs (a manifest's train split, or phantoms built on the fly with
-train-phrasing reports), never on generated volumes.  Weights are safetensors beside a config.json.
+train-phrasing reports), never on generated volumes.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,9 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgen.findings import LOBES, Findings
+from medgen.io.weights import PretrainedMixin
 from medgen.volume import Volume, hu_to_intensity
 
-__all__ = ["AlignmentModel", "attribute_targets", "pooled_text", "retrieval_metrics", "train_alignment", "volume_batch"]
+__all__ = ["AlignmentModel", "attribute_targets", "pooled_text", "train_alignment", "volume_batch",
+           "volume_retrieval_metrics"]
 
 N_ATTRIBUTES = len(LOBES) + 4  # lesion per lobe, effusion left/right, emphysema, normal
 
@@ -71,8 +71,11 @@ class ImageTower(nn.Module):
         return torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)
 
 
-class AlignmentModel(nn.Module):
-    """Text projection + image tower + image projection + attribute head; config = constructor kwargs."""
+class AlignmentModel(PretrainedMixin, nn.Module):
+    """Text projection + image tower + image projection + attribute head; config = constructor kwargs.
+
+    Saved (`save_pretrained`) as ``config.json`` + ``model.safetensors``.
+    """
 
     def __init__(self, *, text_dim: int, embed_dim: int = 64, input_size: int = 64,
                  channels: Sequence[int] = (8, 16, 32, 64)):
@@ -100,24 +103,6 @@ class AlignmentModel(nn.Module):
     def embed_text(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled text (N, D) -> (N, E) L2-normalised text embeddings."""
         return F.normalize(self.text_proj(pooled.float()), dim=-1)
-
-    def save(self, folder) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config, indent=2))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
-        return folder
-
-    @classmethod
-    def load(cls, folder) -> AlignmentModel:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        model = cls(**json.loads((folder / "config.json").read_text()))
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        return model.eval()
 
 
 def pooled_text(text_encoder, reports: list[str], batch_size: int = 16) -> torch.Tensor:
@@ -176,8 +161,10 @@ def train_alignment(text_encoder, volumes: Sequence[Volume], reports: Sequence[S
                    "loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:]))}
 
 
-def retrieval_metrics(text_emb: torch.Tensor, image_emb: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict:
-    """Report -> volume retrieval: query i's correct volume is row i of `image_emb`.
+def volume_retrieval_metrics(text_emb: torch.Tensor, image_emb: torch.Tensor,
+                             ks: Sequence[int] = (1, 5)) -> dict:
+    """Report -> volume retrieval: query i's correct volume is row i of `image_emb` (ties count in the
+    query's favour; `medgen.slices.clip.retrieval_metrics` is the slice CLIP's, ties against the model).
 
     Returns top-k accuracies, chance levels (k / N) and the mean rank (1 = best).
     """

@@ -119,9 +119,9 @@ def _speed_md(spd: dict) -> list[str]:
 
 
 def _plots(results: dict, out_dir: Path) -> list[str]:
-    import matplotlib
+    from medgen.errors import require_extra
 
-    matplotlib.use("Agg")
+    require_extra("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
     written = []

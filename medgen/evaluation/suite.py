@@ -143,9 +143,9 @@ def _realism(cases, generated, seeds, real_b, model) -> dict:
 def _retrieval(model, text_encoder, cases, generated, seeds, real_b) -> dict:
     pooled = align.pooled_text(text_encoder, [c.report for c in cases])
     text = model.embed_text(pooled).detach()
-    out = {"real_heldout": align.retrieval_metrics(text, model.embed_images([c.real for c in cases])),
-           "real_same_findings_other_subject": align.retrieval_metrics(text, model.embed_images(real_b))}
-    per_seed = [align.retrieval_metrics(text, model.embed_images([generated[(c.index, s)] for c in cases]))
+    out = {"real_heldout": align.volume_retrieval_metrics(text, model.embed_images([c.real for c in cases])),
+           "real_same_findings_other_subject": align.volume_retrieval_metrics(text, model.embed_images(real_b))}
+    per_seed = [align.volume_retrieval_metrics(text, model.embed_images([generated[(c.index, s)] for c in cases]))
                 for s in seeds]
     out["generated"] = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
     out["generated"]["per_seed"] = per_seed
@@ -282,7 +282,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     volumes, reports, findings, source = _alignment_pairs(settings, shape, spacing, data_manifest)
     model, history = align.train_alignment(pipe.text_encoder, volumes, reports, findings,
                                            steps=settings.alignment_steps, input_size=settings.alignment_input)
-    model.save(out_dir / "alignment_model")
+    model.save_pretrained(out_dir / "alignment_model")
     results["alignment"] = {"training": {**history, "source": source},
                             "retrieval": _retrieval(model, pipe.text_encoder, cases, generated, settings.seeds, real_b)}
     lap("alignment", t0)

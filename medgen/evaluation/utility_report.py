@@ -90,9 +90,9 @@ def _pm(cell) -> str:
 
 
 def plot_utility(results: dict, path) -> None:
-    import matplotlib
+    from medgen.errors import require_extra
 
-    matplotlib.use("Agg")
+    require_extra("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
     arms = list(results["arms"])

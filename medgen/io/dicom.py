@@ -286,8 +286,9 @@ def _single_slice_step(ds: Dataset) -> tuple[float, str]:
     return SINGLE_SLICE_DEFAULT_MM, f"default {SINGLE_SLICE_DEFAULT_MM:g} mm"
 
 
-def read_dicom_series(path) -> Volume:
-    """Read one single-frame DICOM series as a canonical RAS+ `Volume` of float32 HU.
+def read_dicom_series(path, *, canonical: bool = True) -> Volume:
+    """Read one single-frame DICOM series as a canonical RAS+ `Volume` of float32 HU (``canonical=False``:
+    in the series' own voxel order, columns, rows, then slices along the normal).
 
     Args:
         path: a folder (its files; hidden files, ``*.json`` and ``DICOMDIR`` are skipped, subfolders
@@ -337,4 +338,5 @@ def read_dicom_series(path) -> Volume:
         "modality": str(first_ds.get("Modality", "")),
         "slice_spacing_source": spacing_source,
     }
-    return reorient(Volume(array, LPS @ affine, meta), "RAS")
+    volume = Volume(array, LPS @ affine, meta)
+    return reorient(volume, "RAS") if canonical else volume

@@ -43,6 +43,16 @@ def reorient(volume: Volume, axcodes: str = "RAS") -> Volume:
     return Volume(np.ascontiguousarray(array), affine, dict(volume.meta))
 
 
+def reorient_like(volume: Volume, reference: Volume) -> Volume:
+    """`volume` (the same world grid as `reference`, in any voxel order) in `reference`'s voxel order, with
+    `reference`'s affine exactly (no round-off from flipping twice). Raises ValueError for another grid."""
+    out = reorient(volume, "".join(nib.aff2axcodes(reference.affine)))
+    if out.shape != reference.shape or not np.allclose(out.affine, reference.affine, atol=1e-4):
+        raise ValueError(f"volume {volume.shape} is not on the reference grid {reference.shape} "
+                         f"(affine {np.round(reference.affine, 3).tolist()})")
+    return Volume(out.array, np.asarray(reference.affine, float).copy(), dict(volume.meta))
+
+
 def synthetic_descrip(descrip: str) -> bytes:
     """`descrip` prefixed with ``SYNTHETIC`` when it lacks it, as at most 80 bytes of UTF-8."""
     text = str(descrip).strip()
@@ -75,6 +85,8 @@ def save_nifti(
     descrip: str = "SYNTHETIC medgen",
     dtype=np.int16,
     overwrite: bool = True,
+    canonical: bool = True,
+    scaling: tuple[float, float] | None = None,
 ) -> Path:
     """Write `volume` as NIfTI-1 (``.nii`` or ``.nii.gz``), RAS+ voxel order.
 
@@ -85,6 +97,10 @@ def save_nifti(
         descrip: header description; ``SYNTHETIC`` is prefixed when missing; cut to 80 bytes.
         dtype: voxel type on disk; int16 HU by default (rounded and clipped), uint8 for label maps.
         overwrite: replace an existing image/sidecar (otherwise OutputExistsError before any work).
+        canonical: reorient to RAS+ (default); False keeps the volume's own voxel order and affine (an edit
+            written on its input's grid).
+        scaling: ``(slope, inter)`` to store ``(value - inter) / slope`` with that header scaling (an edit
+            keeping its input's storage); None stores the values themselves (slope 1, intercept 0).
 
     Returns:
         The image path. Both image and sidecar are written atomically.
@@ -96,15 +112,17 @@ def save_nifti(
     if sidecar is not None:
         check_output_path(sidecar_path(path), overwrite)
 
-    canonical = reorient(volume, "RAS")
-    data = cast_voxels(canonical.array, dtype)
+    canonical = reorient(volume, "RAS") if canonical else volume
+    slope, inter = (1.0, 0.0) if scaling is None else (float(scaling[0]), float(scaling[1]))
+    values = canonical.array if scaling is None else (np.asarray(canonical.array, np.float64) - inter) / slope
+    data = cast_voxels(values, dtype)
     img = nib.Nifti1Image(data, canonical.affine)
     header = img.header
     header.set_data_dtype(data.dtype)
     img.set_sform(canonical.affine, code=XFORM_CODE)
     img.set_qform(canonical.affine, code=XFORM_CODE)
     header.set_xyzt_units(xyz="mm", t="sec")
-    header.set_slope_inter(1.0, 0.0)
+    header.set_slope_inter(slope, inter)
     header["descrip"] = synthetic_descrip(descrip)
 
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -118,12 +136,13 @@ def save_nifti(
 _READ_ERRORS = (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, gzip.BadGzipFile, zlib.error)
 
 
-def load_nifti(path) -> Volume:
+def load_nifti(path, *, canonical: bool = True) -> Volume:
     """Read a NIfTI-1/2 image as a canonical RAS+ `Volume` of float32 (header scaling applied).
 
     Label maps come back as float32 too (``volume.array.astype(np.uint8)`` recovers them exactly).
-    ``meta`` holds ``path`` and ``descrip``. A missing file, another format, a truncated or corrupt
-    file, or a non-3D image raise `InputFileError` naming the file.
+    ``meta`` holds ``path``, ``descrip`` and ``storage`` (on-disk ``dtype``, scaling ``slope`` and ``inter``).
+    With ``canonical=False`` the file's own voxel order and affine are kept. A missing file, another format, a
+    truncated or corrupt file, or a non-3D image raise `InputFileError` naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -146,5 +165,7 @@ def load_nifti(path) -> Volume:
     except _READ_ERRORS as err:
         raise InputFileError(path, f"truncated or corrupt NIfTI data ({err})") from None
     descrip = img.header["descrip"].item().decode("utf-8", errors="replace")
-    volume = Volume(data, img.affine, {"path": str(path), "descrip": descrip})
-    return reorient(volume, "RAS")
+    slope, inter = (float(v) for v in (img.dataobj.slope, img.dataobj.inter))
+    storage = {"dtype": str(img.get_data_dtype()), "slope": slope, "inter": inter}
+    volume = Volume(data, img.affine, {"path": str(path), "descrip": descrip, "storage": storage})
+    return reorient(volume, "RAS") if canonical else volume

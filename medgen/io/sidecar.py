@@ -68,6 +68,8 @@ def read_json_object(path, *, missing: str = "file not found") -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputFileError(path, f"corrupt JSON ({err})") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise InputFileError(path, "corrupt JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise InputFileError(path, f"expected a JSON object, got {type(data).__name__}")
     return data

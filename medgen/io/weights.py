@@ -1,4 +1,5 @@
-"""Weights and configs on disk: JSON configs, safetensors weights (never pickles), checksums.
+"""Weights and configs on disk: JSON configs, safetensors weights (never pickles), checksums, and
+`PretrainedMixin`, the one way every component is saved (`save_pretrained`) and loaded (`from_pretrained`).
 
 Every failure is one sentence naming the file (`InputFileError`) or the missing folder
 (`ModelNotFoundError`).
@@ -10,16 +11,20 @@ import contextlib
 import hashlib
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from medgen.errors import InputFileError
+from medgen.errors import InputFileError, ModelNotFoundError
+from medgen.io.atomic import atomic_dir
 from medgen.io.sidecar import read_json_object
 
 INDEX_NAME = "model_index.json"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+# Key of a component's config JSON that records the sha256 of its safetensors files (relative path -> hex).
+CHECKSUMS_KEY = "_weights_sha256"
 # Weight formats that need unpickling: refused, whatever their content.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -29,20 +34,23 @@ def read_json(path: Path) -> dict:
     return read_json_object(path)
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def write_json(path: Path, data: dict, *, indent: int | None = 2) -> None:
+    """`data` as UTF-8 JSON (numpy scalars and other number-likes written as floats)."""
+    path.write_text(json.dumps(data, indent=indent, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
 
 
-def check_safetensors_only(folder: Path) -> None:
-    """`folder` holds safetensors weights and no pickle weights (a pickle is refused, never opened)."""
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+def check_safetensors_only(folder: Path, *, recursive: bool = False) -> None:
+    """`folder` (with `recursive`, or any folder below it) holds safetensors weights and no pickle weights
+    (a pickle is refused, never opened)."""
+    entries = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
+    pickles = [p for p in entries if p.suffix.lower() in PICKLE_SUFFIXES]
     if pickles:
         raise InputFileError(
-            folder / pickles[0], "pickle weights are refused (medgen never unpickles); convert them to safetensors"
+            pickles[0], "pickle weights are refused (medgen never unpickles); convert them to safetensors"
         )
-    files = sorted(folder.glob("*.safetensors"))
+    files = [p for p in entries if p.suffix == ".safetensors"]
     if not files:
-        raise InputFileError(folder, f"no {WEIGHTS_NAME} weights file")
+        raise InputFileError(folder, "no safetensors weights file" if recursive else f"no {WEIGHTS_NAME} weights file")
     from safetensors import safe_open
 
     for file in files:
@@ -107,6 +115,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every safetensors file below `folder`, keyed by its path relative to `folder` (sorted)."""
+    return {f.relative_to(folder).as_posix(): sha256_file(f) for f in sorted(folder.rglob("*.safetensors"))}
+
+
+def verify_checksums(folder: Path, recorded: dict, listed_in: str, actual: dict[str, str] | None = None) -> None:
+    """Every file of `recorded` (path relative to `folder` -> sha256, as written in the file `listed_in`)
+    exists and has that sha256 (`actual`: the checksums when already computed)."""
+    if not isinstance(recorded, dict):
+        raise InputFileError(folder / listed_in, "the recorded weight checksums must be a JSON object")
+    for name, digest in recorded.items():
+        file = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputFileError(folder / listed_in, f"weights file {name!r} lies outside the folder")
+        if not file.is_file():
+            raise InputFileError(file, f"weights file listed in {listed_in} is missing")
+        if (actual[name] if actual is not None and name in actual else sha256_file(file)) != digest:
+            raise InputFileError(file, f"sha256 does not match {listed_in}: the file is corrupt or was replaced")
+
+
 def combined_checksum(checksums: dict[str, str]) -> str:
     """One sha256 for the whole model: over the sorted ``relative-path  sha256`` lines."""
     text = "".join(f"{name}  {digest}\n" for name, digest in sorted(checksums.items()))
@@ -125,6 +153,71 @@ def quiet_transformers():
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+class PretrainedMixin:
+    """`save_pretrained(path)` / `from_pretrained(path)` for a component (as diffusers' ModelMixin + ConfigMixin).
+
+    A component folder holds a config JSON (`config_name`: what rebuilds the component, plus
+    ``_weights_sha256``: the sha256 of every safetensors file below the folder) and safetensors weights.
+    Saving always writes a temporary folder that replaces `path` only once complete (`medgen.io.atomic`);
+    loading refuses pickle weights, verifies the recorded checksums, then rebuilds the component from its
+    config. Folders saved before checksums were recorded load unverified.
+
+    A component class defines:
+        `_save_files(folder, dtype, **options)`: write its weights (safetensors) and any other files into
+            `folder`; returns its config. Default: ``self.config``, the state dict as `weights_name`.
+        `_from_files(folder, config, **kwargs)`: the component from its config and weights. Default:
+            ``cls(**config)`` with the state dict of `weights_name`, in eval mode.
+        `_not_found(folder)`: the error for a folder without `config_name` (a class may name how to make one).
+        `_check_config(folder, config)`: optional; refuses a config before any weight file is read.
+    """
+
+    config_name: ClassVar[str] = CONFIG_NAME
+    weights_name: ClassVar[str] = WEIGHTS_NAME
+    config_indent: ClassVar[int | None] = 2
+
+    def save_pretrained(self, path, *, overwrite: bool = True, dtype: torch.dtype | None = None, **options) -> Path:
+        """Write the component to the folder `path` (replaced atomically; refused if it exists without
+        `overwrite`); `dtype` stores floating weights as that type (they load back as the component's own)."""
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            config = dict(self._save_files(tmp, dtype, **options))
+            config[CHECKSUMS_KEY] = folder_checksums(tmp)
+            write_json(tmp / self.config_name, config, indent=self.config_indent)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        """Load a folder written by `save_pretrained` (safetensors only; recorded checksums verified)."""
+        folder = Path(path).expanduser()
+        if not (folder / cls.config_name).is_file():
+            raise cls._not_found(folder)
+        config = read_json(folder / cls.config_name)
+        recorded = config.pop(CHECKSUMS_KEY, None)
+        cls._check_config(folder, config)
+        check_safetensors_only(folder, recursive=True)
+        if recorded is not None:
+            verify_checksums(folder, recorded, cls.config_name)
+        return cls._from_files(folder, config, **kwargs)
+
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        save_weights(self, folder / self.weights_name, dtype)
+        return dict(self.config)
+
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict):
+        model = cls(**config)
+        load_weights(model, folder / cls.weights_name)
+        return model.eval()
+
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return ModelNotFoundError(f"no {cls.__name__} at {folder} (no {cls.config_name})")
+
+    @classmethod
+    def _check_config(cls, folder: Path, config: dict) -> None:
+        pass
 
 
 def _first_line(err: Exception) -> str:

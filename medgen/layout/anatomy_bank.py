@@ -8,7 +8,6 @@ Saved as ``anatomy_bank.json`` (subject ids and anatomy parameters) + ``embeddin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,22 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medgen.errors import InputFileError
+from medgen.io.weights import PretrainedMixin
 
 BANK_NAME = "anatomy_bank.json"
 EMBEDDINGS_NAME = "embeddings.safetensors"
 
 
-class AnatomyBank:
+class AnatomyBank(PretrainedMixin):
     """Args:
         ids: subject ids (N).
         anatomies: anatomy parameter dicts (N).
         embeddings: (N, D) pooled report embeddings (L2-normalised here).
         k: how many nearest subjects a seed chooses among.
     """
+
+    config_name, weights_name = BANK_NAME, EMBEDDINGS_NAME
+    config_indent = None  # one line: the anatomies make a long config
 
     def __init__(self, ids: list[str], anatomies: list[dict], embeddings: np.ndarray, *, k: int = 8):
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -65,18 +68,19 @@ class AnatomyBank:
                 chunks.append(text_encoder([r["report"] for r in rows[i:i + batch_size]]).pooled.float().cpu().numpy())
         return cls(ids, anatomies, np.concatenate(chunks), k=k)
 
-    def save(self, folder) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / BANK_NAME).write_text(json.dumps({"k": self.k, "ids": self.ids, "anatomies": self.anatomies}) + "\n")
+    # ---------------------------------------------------------------------------------- persistence
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
         save_file({"embeddings": torch.from_numpy(self.embeddings.astype(np.float16))}, str(folder / EMBEDDINGS_NAME))
+        return {"k": self.k, "ids": self.ids, "anatomies": self.anatomies}
 
     @classmethod
-    def load(cls, folder) -> AnatomyBank:
-        folder = Path(folder)
+    def _from_files(cls, folder: Path, config: dict) -> AnatomyBank:
         try:
-            data = json.loads((folder / BANK_NAME).read_text())
             embeddings = load_file(str(folder / EMBEDDINGS_NAME))["embeddings"].float().numpy()
-            return cls(data["ids"], data["anatomies"], embeddings, k=data["k"])
+            return cls(config["ids"], config["anatomies"], embeddings, k=config["k"])
         except (OSError, KeyError, ValueError) as err:
             raise InputFileError(folder, f"not a readable anatomy bank ({type(err).__name__}: {err})") from None
+
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return InputFileError(folder, f"not a readable anatomy bank (no {BANK_NAME})")

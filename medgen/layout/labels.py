@@ -72,6 +72,12 @@ def batch_channels(labels, findings: list[dict]):
     return torch.from_numpy(np.stack(out))
 
 
+def finding_mask(layout):
+    """(B, 1, *S) torch tensor: 1 inside lesions and pleural fluid, 0 elsewhere, from layout channels (B, C, *S)
+    (2D or 3D): the voxels a loss weights up so that the findings are not drowned by the background."""
+    return (layout[:, CHANNELS.index("lesion")] + layout[:, CHANNELS.index("effusion")]).clamp(0, 1).unsqueeze(1)
+
+
 def pool_layout(layout, factor: int):
     """Layout channels (B, L, X, Y, Z) torch tensor averaged over factor^3 blocks: the fraction of each class
     per latent voxel (and the mean lesion density), the UNet's view of the layout."""

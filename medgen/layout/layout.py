@@ -100,7 +100,11 @@ def layout_of_case(case, tissue: np.ndarray, *, seed: int, anatomy_info: dict | 
         labels[mask] = FIRST_LESION_LABEL + n - 1
         density[mask] = lesion.density
         where = f"lesion {n} ({lesion.lobe.replace('_', ' ')}, {lesion.diameter_mm:g} mm)"
-        if not mask.any():
+        if placed.get("clipped_to_lobe_ml") is not None:
+            warnings.append(f"{where} cannot fit its lobe: the {lesion.lobe.replace('_', ' ')} lobe of this anatomy "
+                            f"has {placed['clipped_to_lobe_ml']:.0f} ml of aerated lung; the lesion was drawn "
+                            "clipped to that lobe")
+        elif not mask.any():
             warnings.append(f"{where} lies outside the field of view")
         elif placed["placement_tier"] >= LOOSE_TIER:
             warnings.append(f"{where} does not fit inside the aerated lobe of this anatomy; it was placed in "

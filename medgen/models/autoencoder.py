@@ -12,10 +12,14 @@ from what a 4x latent can remember. `autoencode` / `decode_latents` call either 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator, SPADEAutoencoderKL
+
+from medgen.errors import InputFileError
+from medgen.io.weights import PretrainedMixin, load_weights, save_weights
 
 AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "spatial_dims": 3,
@@ -94,6 +98,32 @@ def decode_latents(autoencoder, z: torch.Tensor, layout: torch.Tensor | None = N
             raise ValueError("this autoencoder is layout-aware: pass the layout channels")
         return autoencoder.decode(z, layout)
     return autoencoder.decode(z)
+
+
+class TrainedAutoencoder(PretrainedMixin):
+    """A trained autoencoder as a component: the network (`model`) and its `config` (the constructor kwargs,
+    ``scale_factor`` = 1 / std of the latent means, and what it was trained on). Saved (`save_pretrained`)
+    as ``config.json`` + ``model.safetensors``, the layout of a pipeline's ``autoencoder/`` folder."""
+
+    def __init__(self, model: torch.nn.Module, config: dict):
+        self.model, self.config = model, dict(config)
+
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        save_weights(self.model, folder / self.weights_name, dtype)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()}
+
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict, device="cpu") -> TrainedAutoencoder:
+        try:
+            model = build_autoencoder({k: v for k, v in config.items() if k in AUTOENCODER_KEYS})
+        except (TypeError, ValueError) as err:
+            raise InputFileError(folder / cls.config_name, f"invalid autoencoder config ({err})") from None
+        load_weights(model, folder / cls.weights_name)
+        return cls(model.to(device).eval(), config)
+
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return InputFileError(folder, "not an autoencoder folder (no config.json); run `medgen train vae` first")
 
 
 def build_discriminator(config: dict | None = None) -> PatchDiscriminator:

@@ -50,7 +50,7 @@ TISSUES = {name: code for code, name in enumerate((
     "air", "skin", "fat", "muscle", "soft", "liver", "blood", "lung", "emphysema", "emphysema_cluster",
     "vessel", "airway", "trabecular", "cortical", "cartilage", "disc", "csf", "effusion", "lesion", "gas",
     "airway_wall"))}
-# per-subject mean HU of each tissue is drawn from these ranges (inside the DESIGN.md ranges)
+# per-subject mean HU of each tissue is drawn from these ranges, inside its target range (tests/test_phantom.py)
 TISSUE_HU = {"air": (-1000, -1000), "skin": (30, 50), "fat": (-110, -90), "muscle": (38, 55), "soft": (32, 48),
              "liver": (50, 60), "blood": (36, 50), "lung": (-862, -842), "emphysema": (-938, -924),
              "emphysema_cluster": (-990, -972), "vessel": (36, 50), "airway": (-1000, -990),
@@ -163,8 +163,11 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
     emph = les.emphysema_plan(r_lesions, findings.emphysema, np.where(plan_fluid, 0, plan_lobes), plan)
     shapes = [les.LesionShape.sample(r_lesions, lesion) for lesion in findings.lesions]
     placements = les.place_lesions(r_lesions, findings.lesions, shapes, plan_lobes, plan_fluid, plan)
-    for lesion, placed in zip(findings.lesions, placements, strict=True):
+    oversized = les.oversized(findings.lesions, plan_lobes, plan_fluid, plan)
+    for lesion, placed, lobe_ml in zip(findings.lesions, placements, oversized, strict=True):
         lesion.center_mm = tuple(placed["center_mm"])
+        if lobe_ml is not None:  # drawn inside its own lobe only: it must not take the other lobes and the fluid
+            placed["clipped_to_lobe_ml"] = round(lobe_ml, 1)
 
     # 4. Paint the anatomy on the image grid (tissue classes and labels)
     tissue, labels = _paint_anatomy(thorax, grid)
@@ -191,7 +194,8 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
     # 6. Lesions, noise, exact lesion means
     lesion_id = np.zeros(grid.shape, np.uint8)
     for n, (lesion, shape_) in enumerate(zip(findings.lesions, shapes, strict=True), start=1):
-        _draw_lesion(grid, shape_, lesion, n, hu, tissue, labels, lesion_id, lung_space, r_lesions)
+        space = labels == LABELS[lesion.lobe] if oversized[n - 1] is not None else lung_space
+        _draw_lesion(grid, shape_, lesion, n, hu, tissue, labels, lesion_id, space, r_lesions)
     noise = gaussian_filter(r_noise.standard_normal(grid.shape).astype(np.float32), 0.7)
     hu += noise * (noise_std / max(float(noise.std()), 1e-6))
     for n, lesion in enumerate(findings.lesions, start=1):

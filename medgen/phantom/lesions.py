@@ -25,6 +25,26 @@ EFFUSION_FRACTION = {"small": (0.04, 0.08), "moderate": (0.16, 0.24), "large": (
 EMPHYSEMA_FRACTION = {"mild": ((0.05, 0.08), 0.15), "moderate": ((0.15, 0.21), 0.25),
                       "severe": ((0.30, 0.38), 0.30)}
 SOLID_HU, GGO_HU = 35.0, -690.0  # part-solid lesions: solid core and ground-glass halo
+# A lesion larger than this fraction of its lobe's aerated volume cannot fit it: generation draws it clipped
+# to the lobe (with a warning), an edit refuses it.
+MAX_LOBE_FRACTION = 0.5
+
+
+def lesion_volume_ml(diameter_mm: float) -> float:
+    """Volume (ml) of a sphere of `diameter_mm` (a lesion's shape keeps that volume)."""
+    return float(np.pi / 6 * float(diameter_mm) ** 3 / 1000.0)
+
+
+def oversized(lesions, lobes: np.ndarray, fluid: np.ndarray, plan: Grid) -> list[float | None]:
+    """Per lesion: its lobe's aerated volume (ml, on the planning grid `plan`) when the lesion is larger than
+    `MAX_LOBE_FRACTION` of it, else None."""
+    aerated = np.where(fluid, 0, lobes)
+    voxel_ml = float(np.prod(plan.spacing)) / 1000.0
+    out = []
+    for lesion in lesions:
+        lobe_ml = float((aerated == LABELS[lesion.lobe]).sum() * voxel_ml)
+        out.append(lobe_ml if lesion_volume_ml(lesion.diameter_mm) > MAX_LOBE_FRACTION * lobe_ml else None)
+    return out
 
 
 def fibonacci_sphere(n: int = 400) -> np.ndarray:

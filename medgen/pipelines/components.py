@@ -15,7 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from medgen.errors import InputFileError, ModelNotFoundError
-from medgen.io.weights import INDEX_NAME, check_safetensors_only, quiet_transformers, read_json, sha256_file
+from medgen.io import weights as storage
+from medgen.io.weights import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    check_safetensors_only,
+    quiet_transformers,
+    read_json,
+    sha256_file,
+)
 
 COMPONENTS = ("text_encoder", "autoencoder", "unet", "scheduler")
 
@@ -34,6 +42,17 @@ def check_pipeline_folder(path: Path) -> dict:
     for folder in weight_folders(path):
         check_safetensors_only(folder)
     return index
+
+
+def model_outputs(path: Path) -> dict[str, bool]:
+    """What a model writes beside each CT, from its folder alone (before any weights load): ``labels`` (a
+    layout-grounded UNet: the label map) and ``findings`` (those, or a report reader: the findings JSON)."""
+    unet_config = path / "unet" / CONFIG_NAME
+    try:
+        grounded = bool(read_json(unet_config).get("layout_channels", 0)) if unet_config.is_file() else False
+    except InputFileError:
+        grounded = False  # a corrupt config is reported by the loader with its file name
+    return {"labels": grounded, "findings": grounded or (path / "reader").is_dir()}
 
 
 def read_json_or_missing(path: Path, missing: str) -> dict:
@@ -73,7 +92,7 @@ def load_optional_components(path: Path):
     if (path / "anatomy_bank").is_dir():
         from medgen.layout import AnatomyBank
 
-        bank = AnatomyBank.load(path / "anatomy_bank")
+        bank = AnatomyBank.from_pretrained(path / "anatomy_bank")
     if (path / "reader").is_dir():
         from medgen.reader import ReportReader
 
@@ -82,14 +101,15 @@ def load_optional_components(path: Path):
     return reader, bank, refiner
 
 
-def save_optional_components(path: Path, reader, bank, refiner=()) -> None:
-    """Write the reader, the anatomy bank and the refiner stages (those given) into a pipeline folder."""
+def save_optional_components(path: Path, reader, bank, refiner=(), dtype=None) -> None:
+    """Write the reader (floating weights as `dtype` when given), the anatomy bank and the refiner stages
+    (those given) into a pipeline folder."""
     if reader is not None:
-        reader.save_pretrained(path / "reader")
+        reader.save_pretrained(path / "reader", dtype=dtype)
     if bank is not None:
-        bank.save(path / "anatomy_bank")
+        bank.save_pretrained(path / "anatomy_bank")
     for k, stage in enumerate(refiner or (), start=1):
-        stage.save(path / "refiner" / f"stage_{k}")
+        stage.save_pretrained(path / "refiner" / f"stage_{k}")
 
 
 def weight_folders(path: Path) -> list[Path]:
@@ -108,9 +128,5 @@ def weight_checksums(path: Path) -> dict[str, str]:
 def verify_checksums(path: Path, recorded: dict) -> dict[str, str]:
     """Compare the weight files with the checksums recorded in model_index.json; returns the checksums."""
     actual = weight_checksums(path)
-    for name, digest in recorded.items():
-        if name not in actual:
-            raise InputFileError(path / name, "weights file listed in model_index.json is missing")
-        if actual[name] != digest:
-            raise InputFileError(path / name, "sha256 does not match model_index.json: the file is corrupt or was replaced")
+    storage.verify_checksums(path, recorded, INDEX_NAME, actual)
     return actual

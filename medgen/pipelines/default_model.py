@@ -6,6 +6,8 @@ from pathlib import Path
 
 from medgen.errors import ModelNotFoundError
 
+DEFAULT_MODEL_ID = "medgen-default"  # how provenance names the embedded model (never by its install path)
+
 
 def default_model_path() -> Path:
     """Folder of the default pipeline shipped with the package (it may not be installed)."""
@@ -28,3 +30,11 @@ def resolve_model_path(model=None) -> Path:
             "written by ReportToVolumePipeline.save_pretrained"
         )
     return path
+
+
+def is_default_model(path) -> bool:
+    """True when `path` is the embedded default model's folder."""
+    try:
+        return Path(path).resolve() == default_model_path()
+    except OSError:
+        return False

@@ -15,6 +15,7 @@ from medgen.errors import InputFileError
 from medgen.findings import Findings
 from medgen.layout import AnatomyBank, Layout, make_layout
 from medgen.layout.labels import FIRST_LESION_LABEL, density_map, known_values, label_table, pool_layout
+from medgen.pipelines.validation import check_label_map, check_lesion_count
 from medgen.volume import Volume
 
 
@@ -49,9 +50,7 @@ def user_layout(labels: Volume, findings: Findings, *, shape, spacing, affine) -
                                     f"{np.round(labels.affine, 2).tolist()}) is not the output grid {tuple(shape)} "
                                     f"at {tuple(spacing)} mm (affine {np.round(affine, 2).tolist()}); pass "
                                     "--shape/--spacing to match it, with the output's RAS+ centred geometry")
-    if not np.allclose(array, np.rint(array)) or array.min() < 0:
-        raise InputFileError(where, "layout values must be non-negative integers (a label map)")
-    array = np.rint(array)
+    array = check_label_map(array, where)
     values = set(np.unique(array).astype(int).tolist())
     unknown = sorted(values - known_values())
     if unknown:
@@ -63,7 +62,6 @@ def user_layout(labels: Volume, findings: Findings, *, shape, spacing, affine) -
         raise InputFileError(where, f"lesion labels {lesion_values} do not match the {len(findings.lesions)} "
                                     f"lesion(s) of the findings (expected {expected}); pass --findings with "
                                     "one lesion per lesion label, in label order")
-    array = array.astype(np.uint8)
     density = density_map(array, [lesion.density for lesion in findings.lesions])
     meta = {"synthetic": True}
     return Layout(Volume(array, np.asarray(affine, float), meta), Volume(density, np.asarray(affine, float), meta),
@@ -129,6 +127,8 @@ def check_layout_inputs(pipe, report, findings, layout) -> tuple[Findings | None
         findings = Findings.from_dict(findings) if isinstance(findings, dict) else None
         if findings is None:
             raise ValueError("`findings` must be a medgen Findings or its dict")
+    if findings is not None:
+        check_lesion_count(findings)  # before a report is written from them (it would be too long to read)
     if layout is not None and not isinstance(layout, Volume):
         from medgen.io import load_nifti
 

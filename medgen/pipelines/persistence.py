@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from medgen._version import __version__
 from medgen.diffusion import build_scheduler
 from medgen.errors import InputFileError
 from medgen.io import weights as storage
@@ -23,7 +24,7 @@ def save_pipeline(pipe, path, *, dtype: torch.dtype | None = None, overwrite: bo
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite) as tmp:
         with storage.quiet_transformers():
-            pipe.text_encoder.save_pretrained(tmp / "text_encoder")
+            pipe.text_encoder.save_pretrained(tmp / "text_encoder", dtype=dtype)
         for name, module in (("autoencoder", pipe.autoencoder), ("unet", pipe.unet)):
             (tmp / name).mkdir()
             config = pipe.config["autoencoder"] if name == "autoencoder" else module.config
@@ -31,21 +32,17 @@ def save_pipeline(pipe, path, *, dtype: torch.dtype | None = None, overwrite: bo
             storage.save_weights(module, tmp / name / storage.WEIGHTS_NAME, dtype)
         (tmp / "scheduler").mkdir()
         storage.write_json(tmp / "scheduler" / storage.SCHEDULER_CONFIG_NAME, pipe.config["scheduler"])
-        components.save_optional_components(tmp, pipe.reader, pipe.anatomy_bank, pipe.refiner)
-        if dtype is not None:
-            for folder in (*components.text_encoder_folders(tmp), *components.reader_folders(tmp)):
-                storage.cast_safetensors(folder, dtype)
+        components.save_optional_components(tmp, pipe.reader, pipe.anatomy_bank, pipe.refiner, dtype)
         checksums = components.weight_checksums(tmp)
         storage.write_json(tmp / storage.INDEX_NAME, model_index(pipe, checksums))
     if dtype in (None, torch.float32):  # the files hold exactly these weights
         pipe.model_path, pipe.weights_sha256 = path, checksums
+        pipe.model_version = __version__
     return path
 
 
 def model_index(pipe, checksums: dict[str, str]) -> dict:
     """The ``model_index.json`` content: component classes, the config (less the per-component files), checksums."""
-    from medgen._version import __version__
-
     return {
         "_class_name": type(pipe).__name__,
         "_medgen_version": __version__,
@@ -91,6 +88,7 @@ def load_pipeline(cls, path, *, device="cpu"):
     except ValueError as err:
         raise InputFileError(path / storage.INDEX_NAME, str(err)) from None
     pipe.model_path, pipe.weights_sha256 = path, checksums
+    pipe.model_version = index.get("_medgen_version")
     return pipe.to(device)
 
 

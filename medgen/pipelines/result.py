@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medgen.errors import MedgenError
-from medgen.io.atomic import check_output_path
+from medgen.io.atomic import check_output_path, staging_dir
 from medgen.io.dicom import write_dicom_series
 from medgen.io.dicom_seg import SEG_NAME, write_dicom_seg
 from medgen.io.nifti import is_nifti_path, save_nifti
@@ -98,6 +97,8 @@ class GenerationResult:
         labels: the layout label map the volume was rendered from (layout-grounded models), same affine.
         findings: what the volume was asked to show (the reader's or the given findings, with lesion centres).
         edit_region: for an edited CT, the voxels the edit changed (bool, on the volume's grid); None otherwise.
+        storage: for an edited CT, how the input NIfTI stored its voxels (``{"dtype", "slope", "inter"}``): the
+            outputs keep the input's voxel order, affine, dtype and scaling. None: RAS+ int16 HU.
     """
 
     volume: Volume
@@ -106,6 +107,7 @@ class GenerationResult:
     labels: Volume | None = None
     findings: object = None
     edit_region: object = None
+    storage: dict | None = None
 
     def save(self, path, *, dicom_dir=None, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
         """Write NIfTI (int16 HU, descrip ``SYNTHETIC ...``) + sidecar JSON [+ PNG preview] [+ DICOM series]
@@ -125,24 +127,30 @@ class GenerationResult:
         """
         outputs = plan_outputs(path, dicom_dir=dicom_dir, preview=preview, overwrite=overwrite,
                                labels=self.labels is not None, findings=self.findings is not None)
-        stages: dict[Path, Path] = {}  # output folder -> private staging folder inside it
+        stages: dict[Path, Path] = {}  # output folder -> private staging folder inside it (removed on SIGTERM)
         created: list[Path] = []  # output folders this call made (removed again on failure)
+        cleanup = contextlib.ExitStack()
 
         def staged(out: Path) -> Path:
             parent = out.parent
             if parent not in stages:
                 created.extend(p for p in reversed((parent, *parent.parents)) if not p.exists())
-                parent.mkdir(parents=True, exist_ok=True)
-                stages[parent] = Path(tempfile.mkdtemp(prefix=".medgen-save.", dir=parent))
+                stages[parent] = cleanup.enter_context(staging_dir(parent))
             return stages[parent] / out.name
 
+        ct_format, label_format = {}, {}  # generated: RAS+ int16 HU
+        if self.storage is not None:  # edited: the input's voxel order, affine, dtype and scaling
+            label_format = {"canonical": False}
+            ct_format = {"canonical": False, "dtype": self.storage["dtype"],
+                         "scaling": (self.storage.get("slope", 1.0), self.storage.get("inter", 0.0))}
         try:
             files = {"nifti": staged(outputs["nifti"])}
-            save_nifti(self.volume, files["nifti"], sidecar=self.provenance, descrip=self._descrip())
+            save_nifti(self.volume, files["nifti"], sidecar=self.provenance, descrip=self._descrip(), **ct_format)
             files["sidecar"] = sidecar_path(files["nifti"])
             if "labels" in outputs:
                 files["labels"] = staged(outputs["labels"])
-                save_nifti(self.labels, files["labels"], dtype=np.uint8, descrip="SYNTHETIC medgen layout labels")
+                save_nifti(self.labels, files["labels"], dtype=np.uint8, descrip="SYNTHETIC medgen layout labels",
+                           **label_format)
             if "findings" in outputs:
                 files["findings"] = staged(outputs["findings"])
                 files["findings"].write_text(self.findings.to_json() + "\n", encoding="utf-8")
@@ -159,14 +167,12 @@ class GenerationResult:
                     write_dicom_seg(self.labels, slices, files["dicom"] / SEG_NAME, table)
             _commit([(files[key], outputs[key]) for key in outputs])
         except BaseException:
-            for stage in stages.values():
-                shutil.rmtree(stage, ignore_errors=True)
+            cleanup.close()
             for folder in reversed(created):
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only if empty
             raise
-        for stage in stages.values():
-            shutil.rmtree(stage, ignore_errors=True)
+        cleanup.close()
         return outputs
 
     def _descrip(self) -> str:

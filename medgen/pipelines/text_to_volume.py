@@ -96,6 +96,7 @@ class ReportToVolumePipeline:
             self.config["scheduler"] = dict(scheduler.medgen_config)
         self.latent_factor = latent_downsample_factor(self.config["autoencoder"])
         self.model_path: Path | None = None
+        self.model_version: str | None = None  # the medgen version that saved the folder it was loaded from
         self.weights_sha256: dict[str, str] = {}  # filled when loaded from / saved to a folder
         self._check_components()
         for module in (text_encoder, autoencoder, unet, reader):
@@ -347,9 +348,7 @@ class ReportToVolumePipeline:
                 shape=list(grid.shape),
                 spacing=list(grid.spacing),
                 grid=grid.record(list(stage_names)),
-                model_id=self.config["name"],
-                model_path=str(self.model_path) if self.model_path is not None else None,
-                model_sha256=storage.combined_checksum(self.weights_sha256) if self.weights_sha256 else None,
+                **self.model_record(),
                 weights_sha256=dict(self.weights_sha256),
                 device=str(self.device),
                 torch_version=torch.__version__,
@@ -362,6 +361,21 @@ class ReportToVolumePipeline:
             results.append(GenerationResult(volume=volume, latent=latents[i].detach().cpu(), provenance=record,
                                             labels=labels, findings=findings))
         return results
+
+    def model_record(self) -> dict:
+        """How the sidecar names the model: ``model_id`` (``DEFAULT_MODEL_ID`` for the embedded default model,
+        else its model_index name), ``model_name``, ``model_version``, ``model_sha256`` (over its weights) and
+        ``model_path``: the folder the user loaded it from, never the install path of the embedded model."""
+        from medgen.pipelines.default_model import DEFAULT_MODEL_ID, is_default_model
+
+        embedded = self.model_path is not None and is_default_model(self.model_path)
+        return {
+            "model_id": DEFAULT_MODEL_ID if embedded else self.config["name"],
+            "model_name": self.config["name"],
+            "model_version": self.model_version,
+            "model_sha256": storage.combined_checksum(self.weights_sha256) if self.weights_sha256 else None,
+            "model_path": None if embedded or self.model_path is None else str(self.model_path),
+        }
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.config["shape"])

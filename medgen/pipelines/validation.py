@@ -11,14 +11,19 @@ import numbers
 import unicodedata
 from pathlib import Path
 
+import numpy as np
+
 from medgen.errors import InputFileError
-from medgen.volume import check_density
+from medgen.volume import CT_HU_RANGE, check_density
 
 MAX_REPORT_CHARS = 20_000
 # A report is rejected as binary when more than this fraction of its characters are control/unassigned.
 MAX_UNPRINTABLE_FRACTION = 0.1
 _ALLOWED_CONTROLS = frozenset("\n\r\t")
 MAX_SEED = 2**63 - 1
+MAX_STEPS = 1000  # sampler steps: the noise schedules have 1000 training timesteps
+MAX_GUIDANCE = 50.0  # guidance weights; the models are run at 1-4, and far larger ones overflow to NaN
+MAX_MARGIN_MM = 100.0  # an edit's regenerated margin (the default model's field of view is 320 mm)
 
 
 def check_report(report, name: str = "report") -> str:
@@ -92,11 +97,80 @@ def check_positive_int(value, name: str, maximum: int | None = None) -> int:
     return int(value)
 
 
-def check_guidance(value, name: str) -> float:
-    """A finite guidance weight >= 0 (1.0 = conditional only, no extra branch)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+def check_number(value, name: str, *, minimum: float | None = None, maximum: float | None = None,
+                 above: float | None = None) -> float:
+    """A finite real number in [`minimum`, `maximum`] (and > `above`); bools, strings, NaN and inf are refused.
+
+    The numeric options of `generate`, `edit`, `preview` and `describe` and of their Python API go through here
+    (directly or by the checks below), so a NaN or an absurd value is refused in one sentence before any work."""
+    parts = [f"> {above:g}" if above is not None else None, f">= {minimum:g}" if minimum is not None else None,
+             f"<= {maximum:g}" if maximum is not None else None]
+    bounds = " and ".join(p for p in parts if p)
+    if minimum is not None and maximum is not None and above is None:
+        bounds = f"in [{minimum:g}, {maximum:g}]"
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or (minimum is not None and value < minimum) or (maximum is not None and value > maximum)
+            or (above is not None and value <= above)):
+        raise ValueError(f"`{name}` must be a finite number {bounds}".rstrip() + f", got {value!r}")
     return float(value)
+
+
+def check_guidance(value, name: str) -> float:
+    """A guidance weight in [0, `MAX_GUIDANCE`] (1.0 = conditional only, no extra branch)."""
+    return check_number(value, name, minimum=0.0, maximum=MAX_GUIDANCE)
+
+
+def check_margin_mm(value, name: str = "margin_mm") -> float:
+    """An edit's regenerated margin in mm: > 0 and at most `MAX_MARGIN_MM`."""
+    return check_number(value, name, above=0.0, maximum=MAX_MARGIN_MM)
+
+
+def check_steps(value, name: str = "num_inference_steps") -> int:
+    """Sampler steps: an integer in [1, `MAX_STEPS`]."""
+    return check_positive_int(value, name, maximum=MAX_STEPS)
+
+
+def check_ct_hu(array, where="the CT") -> np.ndarray:
+    """A CT's voxels as float32 HU: finite and inside `CT_HU_RANGE` (what CT scanners store); refused otherwise
+    (scaled or raw stored values would be clipped by the edit, not edited)."""
+    hu = np.asarray(array, np.float32)
+    bad = int(np.size(hu) - np.count_nonzero(np.isfinite(hu)))
+    if bad:
+        raise InputFileError(where, f"holds {bad} non-finite voxel(s) (NaN or inf); expected HU")
+    lo, hi = (float(hu.min()), float(hu.max())) if hu.size else (0.0, 0.0)
+    if lo < CT_HU_RANGE[0] or hi > CT_HU_RANGE[1]:
+        raise InputFileError(where, f"values run from {lo:g} to {hi:g}, outside the CT range "
+                                    f"[{CT_HU_RANGE[0]:g}, {CT_HU_RANGE[1]:g}] HU: is it in HU (rescale slope and "
+                                    "intercept applied)?")
+    return hu
+
+
+def check_lesion_count(findings, where="findings"):
+    """`findings` (as given), refused when they hold more lesions than a layout can (`MAX_LESIONS`)."""
+    from medgen.layout.labels import MAX_LESIONS
+
+    if len(findings.lesions) > MAX_LESIONS:
+        raise InputFileError(where, f"holds {len(findings.lesions)} lesions; a layout holds at most {MAX_LESIONS}")
+    return findings
+
+
+def check_label_map(array, where="label map") -> np.ndarray:
+    """A label map's voxels as uint8: finite non-negative integers up to 255; refused otherwise (a CT, a
+    probability map or a NaN-filled file given as a label map)."""
+    values = np.asarray(array)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise InputFileError(where, f"holds {bad} non-finite voxel(s) (NaN or inf); a label map holds "
+                                        "non-negative integer labels")
+        if not np.allclose(values, np.rint(values)):
+            raise InputFileError(where, "label values must be non-negative integers (a label map), got "
+                                        "fractional values")
+        values = np.rint(values)
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise InputFileError(where, f"label values must be non-negative integers up to 255 (a label map), got "
+                                    f"{values.min():g} to {values.max():g}")
+    return values.astype(np.uint8)
 
 
 def check_seed(seed) -> int:

@@ -58,6 +58,7 @@ class _Candidate:
     typed: bool
     repeat: bool = False
     section: int = 0
+    sources: list = field(default_factory=list)  # the anchors (with their attribute spans) it was read from
 
 
 @dataclass
@@ -88,7 +89,7 @@ def _implicit_lesions(spans: list[TaggedSpan], sentence: np.ndarray, section: np
         if before and not any(s.group == "loc" and sentence[s.start] == sentence[before[-1].start] for s in spans):
             continue
         loc = locs[0]
-        out.append(TaggedSpan("les", "^", loc.start, loc.end, loc.text, 0.0))
+        out.append(TaggedSpan("les", "^", loc.start, loc.end, loc.text, 0.0, loc.source))
     return out
 
 
@@ -101,7 +102,7 @@ def _side_only_locations(spans: list[TaggedSpan], clause: np.ndarray) -> list[Ta
         where = int(clause[s.start])
         if (s.group == "loc" and not _SIDE_WORDS.sub("", s.text).strip(" -,") and (where, "eff") in kinds
                 and (where, "les") not in kinds):
-            s = TaggedSpan("eside", s.value.split("_")[0], s.start, s.end, s.text, s.score)
+            s = TaggedSpan("eside", s.value.split("_")[0], s.start, s.end, s.text, s.score, s.source)
         out.append(s)
     return out
 
@@ -157,8 +158,13 @@ def _first(anchor: _Anchor, group: str) -> str | None:
     return spans[0].value if spans else None
 
 
-def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
-    """Findings from tagged spans, and warnings about what could not be used."""
+def assemble(text: str, spans: list[TaggedSpan], trace: dict | None = None) -> tuple[Findings, list[str]]:
+    """Findings from tagged spans, and warnings about what could not be used.
+
+    Args:
+        trace: a dict to fill with where each finding was read: "lesions" (one list of anchors per lesion, in
+            order), "effusion" and "emphysema" (their anchors); an anchor has `.span` and `.attributes`.
+    """
     section, heading_sides = _sections(text)
     anchors, warnings = _attach(text, spans, section), []
     candidates: list[_Candidate] = []
@@ -167,16 +173,24 @@ def assemble(text: str, spans: list[TaggedSpan]) -> tuple[Findings, list[str]]:
             continue
         if _first(anchor, "loc") is None and candidates:
             _fill(candidates[-1], anchor, warnings)
+            candidates[-1].sources.append(anchor)
             continue
         candidate = _lesion(anchor, warnings, heading_sides.get(anchor.section))
         if candidate is not None:
-            _merge(candidates, candidate)
+            candidate.sources.append(anchor)
+            into = _merge(candidates, candidate)
+            if into is not None:
+                into.sources.append(anchor)
     for c in candidates:
         if not c.sized:
             warnings.append(f"no size given for the {c.lesion.lobe.replace('_', ' ')} lesion: "
                             f"{DEFAULT_SIZE_MM:g} mm assumed")
     findings = Findings(lesions=[c.lesion for c in candidates], effusion=_effusion(anchors["eff"]),
                         emphysema=_emphysema(anchors["emph"]))
+    if trace is not None:
+        trace.update(lesions=[c.sources for c in candidates],
+                     effusion=[a for a in anchors["eff"] if a.span.value != "-"] if findings.effusion else [],
+                     emphysema=[a for a in anchors["emph"] if a.span.value != "-"] if findings.emphysema else [])
     return findings, warnings
 
 
@@ -235,8 +249,9 @@ def _fill(candidate: _Candidate, anchor: _Anchor, warnings: list[str]) -> None:
         candidate.lesion.margin = margin
 
 
-def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
-    """Fold a restated or unsized mention into the earlier lesion it repeats; otherwise it is a new lesion."""
+def _merge(candidates: list[_Candidate], new: _Candidate) -> _Candidate | None:
+    """Fold a restated or unsized mention into the earlier lesion it repeats (returned); otherwise it is a new
+    lesion (None)."""
     b = new.lesion
     twins = [old for old in candidates if old.sized and new.sized and old.lesion.lobe == b.lobe
              and abs(old.lesion.diameter_mm - b.diameter_mm) < 0.5 and old.section != new.section]
@@ -244,19 +259,19 @@ def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
         old = twins[-1]
         if new.typed and not old.typed:
             old.lesion.density, old.typed = b.density, True
-        return
+        return old
     if not (new.repeat or not new.sized):
         unsized = [old for old in candidates if old.lesion.lobe == new.lesion.lobe and not old.sized
                    and (not (old.typed and new.typed) or old.lesion.type == new.lesion.type)]
         if not unsized:
             candidates.append(new)
-            return
+            return None
         old = unsized[-1]  # an earlier mention without a size: this one measures it
         old.lesion.diameter_mm, old.lesion.diameters_mm, old.sized = (new.lesion.diameter_mm,
                                                                       new.lesion.diameters_mm, True)
         if new.typed and not old.typed:
             old.lesion.density, old.typed = new.lesion.density, True
-        return
+        return old
     same = [old for old in candidates if old.lesion.lobe == b.lobe
             and (not (old.typed and new.typed) or old.lesion.type == b.type)]
     if new.sized:
@@ -264,7 +279,7 @@ def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
     if not same:
         new.repeat = False
         candidates.append(new)
-        return
+        return None
     old = min(same, key=lambda c: abs(c.lesion.diameter_mm - b.diameter_mm) if new.sized and c.sized else 0.0)
     a = old.lesion
     if new.sized and not old.sized:
@@ -273,6 +288,7 @@ def _merge(candidates: list[_Candidate], new: _Candidate) -> None:
         a.density, old.typed = b.density, True
     if b.certainty == "definite" and not new.repeat:
         a.certainty = "definite"
+    return old
 
 
 def _effusion(anchors: list[_Anchor]) -> Effusion | None:

@@ -38,10 +38,11 @@ class TaggedSpan:
     end: int
     text: str
     score: float
+    source: str = "tagger"  # "tagger", "rules", or "both" when they agree
 
     def to_dict(self) -> dict:
         return {"group": self.group, "value": self.value, "start": self.start, "end": self.end,
-                "text": self.text, "score": round(self.score, 3)}
+                "text": self.text, "score": round(self.score, 3), "source": self.source}
 
 
 def decode_spans(text: str, probs: np.ndarray, offsets: list[tuple[int, int]]) -> list[TaggedSpan]:
@@ -101,7 +102,7 @@ def _size_span(text: str, span: TaggedSpan) -> TaggedSpan | None:
             return None
         start = item.end()
     if start != span.start:
-        span = TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score)
+        span = TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score, span.source)
     return _widen_size(text, span)
 
 
@@ -114,7 +115,7 @@ def _widen_size(text: str, span: TaggedSpan) -> TaggedSpan:
     if match is None:
         return span
     start = window + match.start()
-    return TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score)
+    return TaggedSpan(span.group, span.value, start, span.end, text[start:span.end], span.score, span.source)
 
 
 def _span(text, group, columns, sub, run, offsets) -> TaggedSpan:

@@ -1,36 +1,42 @@
-"""`ReportReader`: a BERT-family text encoder with a token-tagging head that reads a free-text EN/ZH chest
-CT report into typed `Findings`.
+"""`ReportReader`: reads a free-text EN/ZH chest CT report into typed `Findings` with two readers combined.
 
-Design (measured against the rule parser in `medgen evaluate`'s reader section): every token gets a
-multi-label tag (`medgen.reader.labels`: lesion / effusion / emphysema mentions with their assertion —
-affirmed, negated, hedged — and the size, lobe, type, margin, side, grade and distribution words), so
-negation, hedging, corrections and a lobe named under a 'LEFT LUNG:' heading are decided by the encoder
-from context; `medgen.reader.decode` cuts the tags into spans, `medgen.reader.assemble` groups the spans into
-findings and `medgen.reader.sizes` spells the size spans out in millimetres.
+1. A learned tagger: a BERT-family text encoder with a token-tagging head. Every token gets a multi-label tag
+   (`medgen.reader.labels`: lesion / effusion / emphysema mentions with their assertion — affirmed, negated,
+   hedged, restated — and the size, lobe, type, margin, side, grade and distribution words); `medgen.reader.decode`
+   cuts the tags into spans. Reports longer than one window are read in overlapping windows (each token is taken
+   from the window in which it sits farthest from an edge), never truncated.
+2. Rules (`medgen.reader.grammar`): the field's ConText assertion (negated / possible / historical / hypothetical)
+   and sections, a size and site grammar, as data files in `medgen/reader/rules/`.
+3. `medgen.reader.combine` joins the two span lists by agreement and confidence, `medgen.reader.assemble` groups
+   the spans into findings, and each finding keeps the words it came from (`ReadResult.details`).
 
-Reports longer than one window are read in overlapping windows (each token is taken from the window in
-which it sits farthest from an edge), never truncated.
+`read_batch(texts, mode=...)` also reads with one reader alone ("tagger": the learned reader as it was before the
+rules; "rules"), for evaluation.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from medgen.errors import InputFileError, ModelNotFoundError
 from medgen.findings import SCHEMA_VERSION, Findings
+from medgen.io.weights import PretrainedMixin, cast_safetensors, save_weights
 from medgen.reader.assemble import assemble
+from medgen.reader.combine import combine_findings, explain, mark_agreement
 from medgen.reader.decode import TaggedSpan, decode_spans
+from medgen.reader.grammar import read_rules
 from medgen.reader.labels import LABELS
 
 CONFIG_NAME = "reader_config.json"
 HEAD_NAME = "head.safetensors"
 UNKNOWN_WARN_FRACTION = 0.2
+MODES = ("combined", "tagger", "rules")
+SMALL_BATCH_TOKENS = 4096  # below this many tokens a batch is tagged on one CPU thread (thread start-up dominates)
 
 
 class ReaderWarning(UserWarning):
@@ -45,13 +51,17 @@ class ReadResult:
     spans: list[TaggedSpan]
     warnings: list[str] = field(default_factory=list)
     n_windows: int = 1
+    details: list[dict] = field(default_factory=list)  # per finding: certainty, cues, the words it was read from
+    language: str | None = None  # "en", "zh", or None when the rules could not tell
+    disagreements: list[dict] = field(default_factory=list)  # words the tagger and the rules read differently
 
     def to_dict(self) -> dict:
-        return {"findings": self.findings.to_dict(), "warnings": list(self.warnings), "n_windows": self.n_windows,
+        return {"findings": self.findings.to_dict(), "warnings": list(self.warnings), "language": self.language,
+                "explain": self.details, "disagreements": self.disagreements, "n_windows": self.n_windows,
                 "spans": [s.to_dict() for s in self.spans]}
 
 
-class ReportReader(torch.nn.Module):
+class ReportReader(PretrainedMixin, torch.nn.Module):
     """Report text -> `Findings`.
 
     Args:
@@ -60,6 +70,8 @@ class ReportReader(torch.nn.Module):
         window: tokens per window including [CLS]/[SEP] (at most the model's position limit).
         stride: tokens between window starts when a report needs several windows.
     """
+
+    config_name = CONFIG_NAME
 
     def __init__(self, encoder, tokenizer, *, window: int | None = None, stride: int | None = None):
         super().__init__()
@@ -86,22 +98,32 @@ class ReportReader(torch.nn.Module):
         tokenizer, encoder = load_hf_encoder(str(name_or_path), None)
         return cls(encoder, tokenizer, **kwargs)
 
-    @classmethod
-    def from_pretrained(cls, path) -> ReportReader:
-        """Load a reader saved by `save_pretrained` (safetensors only; nothing is unpickled)."""
-        from medgen.text.hub import load_hf_encoder
+    # `save_pretrained` / `from_pretrained` (`PretrainedMixin`): encoder + tokenizer in `encoder/`, the head
+    # weights in head.safetensors, reader_config.json (tag set, window, stride, the weights' sha256)
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        self.encoder.save_pretrained(folder / "encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / "encoder")
+        if dtype is not None:
+            cast_safetensors(folder / "encoder", dtype)
+        save_weights(self.head, folder / HEAD_NAME, dtype or torch.float32)
+        return {"labels": list(LABELS), "window": self.window, "stride": self.stride,
+                "findings_schema_version": SCHEMA_VERSION}
 
-        folder = Path(path).expanduser()
-        if not (folder / CONFIG_NAME).is_file():
-            raise ModelNotFoundError(f"no report reader at {folder} (no {CONFIG_NAME}); train one with "
-                                     "`medgen train reader --out DIR` or pass the folder of a saved reader")
-        try:
-            config = json.loads((folder / CONFIG_NAME).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise InputFileError(folder / CONFIG_NAME, f"cannot read the reader config ({err})") from None
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return ModelNotFoundError(f"no report reader at {folder} (no {CONFIG_NAME}); train one with "
+                                  "`medgen train reader --out DIR` or pass the folder of a saved reader")
+
+    @classmethod
+    def _check_config(cls, folder: Path, config: dict) -> None:
         if tuple(config.get("labels", ())) != LABELS:
             raise InputFileError(folder / CONFIG_NAME, "the reader was trained with another tag set than this "
                                                        "medgen version reads; retrain it")
+
+    @classmethod
+    def _from_files(cls, folder: Path, config: dict) -> ReportReader:
+        from medgen.text.hub import load_hf_encoder
+
         tokenizer, encoder = load_hf_encoder(str(folder / "encoder"), None)
         reader = cls(encoder, tokenizer, window=config["window"], stride=config["stride"])
         try:
@@ -110,20 +132,6 @@ class ReportReader(torch.nn.Module):
             raise InputFileError(folder / HEAD_NAME, f"cannot load the reader head ({type(err).__name__}: {err})") \
                 from None
         return reader.float().eval()  # weights may be stored in float16
-
-    def save_pretrained(self, path) -> Path:
-        """Write encoder + tokenizer (subfolder `encoder/`), head weights and `reader_config.json` atomically."""
-        from medgen.io.atomic import atomic_dir
-
-        with atomic_dir(path, overwrite=True) as tmp:
-            self.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp / "encoder")
-            save_file({k: v.detach().float().contiguous().cpu() for k, v in self.head.state_dict().items()},
-                      str(tmp / HEAD_NAME))
-            config = {"labels": list(LABELS), "window": self.window, "stride": self.stride,
-                      "findings_schema_version": SCHEMA_VERSION}
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        return Path(path)
 
     # ------------------------------------------------------------------------------------ tagging
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -168,7 +176,13 @@ class ReportReader(torch.nn.Module):
         for row, piece in enumerate(pieces):
             input_ids[row, :len(piece)] = torch.tensor(piece)
             mask[row, :len(piece)] = 1
-        probs = torch.sigmoid(self(input_ids.to(device), mask.to(device))).float().cpu().numpy()
+        threads = torch.get_num_threads()
+        if device.type == "cpu" and int(mask.sum()) <= SMALL_BATCH_TOKENS:
+            torch.set_num_threads(1)  # a few short reports: one thread is faster than waking a pool
+        try:
+            probs = torch.sigmoid(self(input_ids.to(device), mask.to(device))).float().cpu().numpy()
+        finally:
+            torch.set_num_threads(threads)
         out = []
         for i, (ids, offsets) in enumerate(tokenized):
             merged = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
@@ -183,38 +197,68 @@ class ReportReader(torch.nn.Module):
         return out
 
     # ------------------------------------------------------------------------------------ reading
-    def read(self, text: str) -> ReadResult:
+    def read(self, text: str, mode: str = "combined") -> ReadResult:
         """Read one report (see `read_batch`)."""
-        return self.read_batch([text])[0]
+        return self.read_batch([text], mode=mode)[0]
 
-    def read_batch(self, texts: list[str]) -> list[ReadResult]:
+    def read_batch(self, texts: list[str], mode: str = "combined") -> list[ReadResult]:
         """Read reports into findings.
 
+        Args:
+            mode: "combined" (the tagger and the rules), or one reader alone: "tagger" or "rules".
+
         Raises:
-            ValueError: a report that is not a non-empty string.
+            ValueError: a report that is not a non-empty string, or an unknown mode.
         """
         if not texts:
             raise ValueError("`texts` is empty: give at least one report")
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"report {i} must be a non-empty string, got {text!r}")
-        was_training = self.training
-        self.eval()
-        try:
+        if mode == "rules":
+            return [self._result(text, None, [], 0, [], mode) for text in texts]
+        if not self.training:  # toggling walks every submodule: only when needed
             tagged = self._tag(list(texts))
-        finally:
-            self.train(was_training)
-        return [self._result(text, *t) for text, t in zip(texts, tagged, strict=True)]
+        else:
+            self.eval()
+            try:
+                tagged = self._tag(list(texts))
+            finally:
+                self.train(True)
+        return [self._result(text, *t, mode) for text, t in zip(texts, tagged, strict=True)]
 
-    def _result(self, text: str, probs: np.ndarray, offsets, n_windows: int, ids: list[int]) -> ReadResult:
-        spans = decode_spans(text, probs, offsets)
-        findings, warnings = assemble(text, spans)
-        unknown = sum(i == self.tokenizer.unk_token_id for i in ids) / max(len(ids), 1)
+    def _result(self, text: str, probs, offsets, n_windows: int, ids: list[int], mode: str) -> ReadResult:
+        tagged = decode_spans(text, probs, offsets) if probs is not None else []
+        rules = read_rules(text) if mode != "tagger" else None
+        disagreements: list[dict] = []
+        trace: dict = {}
+        if rules is None or rules.language is None or mode == "rules":
+            spans = tagged if rules is None or (rules.language is None and mode != "rules") else list(rules.spans)
+            findings, warnings = assemble(text, spans, trace)
+        else:
+            findings, warnings, trace, disagreements = combine_findings(text, tagged, rules)
+            marked = mark_agreement(rules.spans, tagged)
+            spans = marked + [t for t in tagged if not any(r.group == t.group and r.start < t.end and t.start < r.end
+                                                           for r in marked)]
+            spans.sort(key=lambda s: (s.start, s.group))
+        unk = self.tokenizer.unk_token_id  # one lookup: a tokenizer attribute is slow to reach
+        unknown = sum(i == unk for i in ids) / max(len(ids), 1)
         if unknown > UNKNOWN_WARN_FRACTION:
             warnings.append(f"{unknown:.0%} of the report's tokens are unknown to the reader's vocabulary "
                             "(another language or script?)")
+        if rules is not None and rules.language is None:
+            warnings.append("the report does not read as English or Chinese, the languages the reader's rules know"
+                            + ("; only the learned tagger read it: check the findings" if mode != "rules" else ""))
+        elif rules is not None and not rules.chest:
+            warnings.append("the report names no chest structure or finding (lung, pleura, nodule, effusion, ...): "
+                            "is it a chest CT report? It was read as normal" if findings.is_normal else
+                            "the report names no chest structure (lung, pleura, ...): is it a chest CT report?")
         if not spans:
             warnings.append("the reader found nothing it knows in this report (no finding, negation or "
                             "normal-study statement): is it a chest CT report in English or Chinese? "
                             "It was read as normal")
-        return ReadResult(findings, spans, warnings, n_windows)
+        details = explain(findings, trace, rules) if rules is not None else []
+        return ReadResult(findings, spans, warnings, n_windows, details, rules.language if rules else None,
+                          disagreements)

@@ -19,6 +19,15 @@ _EN_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "
 NUMBER_WORDS = tuple(w for w in (*_EN_UNITS, *_EN_TENS, "point") if w not in ("a", "an"))
 _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
               "九": 9}
+_NUM_WORD = r"(?:" + "|".join(sorted((*_EN_UNITS, *_EN_TENS), key=len, reverse=True)) + r")"
+_SIZE_NUMBER = (r"(?:\d+(?:[.,]\d+)?|\.\d+|[零〇一二两三四五六七八九十]+(?:点[零〇一二两三四五六七八九]+)?"
+                r"|\b" + _NUM_WORD + r"(?:(?:\s+|-)(?:point|" + _NUM_WORD + r"))*\b)")
+_FIRST = r"(?<![\d.,A-Za-z])"  # a size starts a token ("A1" or "3.5" halves are not sizes)
+_SIZE_UNIT = r"(?:mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?|毫米|厘米|公分)(?![A-Za-z])"
+# "18 mm", "8-mm", "2.7 x 2.1 cm", "3.5 cm × 2.8 cm", "48x41 mm", "12-15 mm", "大小约2.3cm×1.8cm", "十二毫米"
+SIZE_PATTERN = re.compile(
+    rf"{_FIRST}{_SIZE_NUMBER}(?:\s*(?:-\s*)?(?:{_SIZE_UNIT})?\s*(?:[x×*✕]|by|乘)\s*{_SIZE_NUMBER}){{0,2}}\s*-?\s*{_SIZE_UNIT}"
+    rf"|{_FIRST}{_SIZE_NUMBER}\s*[-–~～]\s*{_SIZE_NUMBER}\s*{_SIZE_UNIT}", re.IGNORECASE)
 _CM = re.compile(r"cm|centimet(?:er|re)s?|厘米|公分")
 _MM = re.compile(r"mm|millimet(?:er|re)s?|毫米")
 _NUMBER = re.compile(r"\d*\.?\d+")
@@ -77,6 +86,16 @@ def _zh_numerals_to_digits(text: str) -> str:
             value = int("".join(str(_ZH_DIGITS[c]) for c in whole)) if whole else 0
         return str(value) + ("." + "".join(str(_ZH_DIGITS[c]) for c in frac) if frac else "")
     return re.sub(r"[零〇一二两三四五六七八九十]+(?:点[零〇一二两三四五六七八九]+)?", convert, text)
+
+
+def find_sizes(text: str) -> list[tuple[int, int, tuple[float, ...]]]:
+    """Every size written with a unit in `text`: (start, end, diameters in mm, largest first)."""
+    out = []
+    for match in SIZE_PATTERN.finditer(text):
+        sizes = parse_size_mm(match.group(0))
+        if sizes:
+            out.append((match.start(), match.end(), sizes))
+    return out
 
 
 def parse_size_mm(span: str) -> tuple[float, ...] | None:

@@ -6,13 +6,12 @@ has its own weights, trained on phantom patches built directly at the finer spac
 (`medgen.refine.train`). No normalisation layers: every output voxel depends only on inputs within
 `reach` voxels, so tiles with a halo of that reach reproduce the whole-volume result exactly (no seams).
 
-A refiner folder holds ``stage_<k>/`` (k = 1 for native -> x2, ...) with ``config.json`` (constructor
-arguments plus the spacing it was trained for) and ``diffusion_pytorch_model.safetensors``-style weights.
+A refiner folder holds ``stage_<k>/`` (k = 1 for native -> x2, ...), each a `LearnedStage.save_pretrained`
+folder: ``config.json`` (constructor arguments plus the spacing it was trained for) and ``refiner.safetensors``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgen.errors import InputFileError, ModelNotFoundError
+from medgen.io.weights import PretrainedMixin, save_weights
 from medgen.refine.cascade import tilewise
 
 CONFIG_NAME = "config.json"
@@ -60,8 +60,14 @@ def upsample2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
 
 
-class LearnedStage:
-    """One x2 stage of the cascade: trilinear upsample, then `RefinerNet`; run tile by tile."""
+class LearnedStage(PretrainedMixin):
+    """One x2 stage of the cascade: trilinear upsample, then `RefinerNet`; run tile by tile.
+
+    Saved (`save_pretrained`) as ``config.json`` (the net's constructor arguments and ``spacing_mm``) and
+    ``refiner.safetensors``.
+    """
+
+    config_name, weights_name = CONFIG_NAME, WEIGHTS_NAME
 
     def __init__(self, net: RefinerNet, *, spacing_mm: float, name: str = "learned refiner", tile: int = 48):
         self.net = net.eval()
@@ -83,32 +89,26 @@ class LearnedStage:
         out = tilewise(refine, hu, factor=2, halo=self.halo, tile=self.tile, progress=progress, desc=self.name)
         return np.clip(out, -1024.0, 3071.0, out=out)
 
-    def save(self, folder) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.net.state_dict().items()},
-                  str(folder / WEIGHTS_NAME))
-        config = {**self.net.config, "spacing_mm": self.spacing_mm}
-        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        return folder
+    # ---------------------------------------------------------------------------------- persistence
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        save_weights(self.net, folder / WEIGHTS_NAME, dtype or torch.float32)
+        return {**self.net.config, "spacing_mm": self.spacing_mm}
 
     @classmethod
-    def load(cls, folder) -> LearnedStage:
+    def _from_files(cls, folder: Path, config: dict) -> LearnedStage:
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-            raise ModelNotFoundError(f"{folder}: not a refiner stage (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             net = RefinerNet(channels=config["channels"], blocks=config["blocks"])
             net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
             spacing = float(config["spacing_mm"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InputFileError(folder, f"invalid refiner stage ({str(err).splitlines()[0]})") from None
         return cls(net, spacing_mm=spacing)
+
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return ModelNotFoundError(f"{folder}: not a refiner stage (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
 
 
 def stage_folders(folder) -> list[Path]:
@@ -121,5 +121,5 @@ def stage_folders(folder) -> list[Path]:
 
 
 def load_refiner(folder) -> list[LearnedStage]:
-    """The learned stages of a refiner folder (stage 1 first)."""
-    return [LearnedStage.load(f) for f in stage_folders(folder)]
+    """The learned stages of a refiner folder (stage 1 first), each read by `LearnedStage.from_pretrained`."""
+    return [LearnedStage.from_pretrained(f) for f in stage_folders(folder)]

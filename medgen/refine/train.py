@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medgen.engine.common import seed_everything
+from medgen.engine.optim import warmup_cosine_schedule
 from medgen.phantom.chest import make_phantom
 from medgen.refine.model import HU_SCALE, LearnedStage, RefinerNet, upsample2
 
@@ -113,7 +114,7 @@ def train_stage(config: RefinerTrainConfig, stage: int, *, progress: bool = True
     train, val = np.stack(made[:config.n_patches]), np.stack(made[config.n_patches:])
     net = RefinerNet(config.channels, config.blocks)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    schedule = warmup_cosine_schedule(optimizer, 0, config.steps)  # cosine from the first step, no warm-up
     rng = np.random.default_rng(config.seed + stage)
     started, history, running = time.time(), [], []
     bar = tqdm(range(config.steps), desc=f"refiner stage {stage}", disable=not progress, mininterval=5)
@@ -134,7 +135,7 @@ def train_stage(config: RefinerTrainConfig, stage: int, *, progress: bool = True
             bar.set_postfix(l1_hu=f"{history[-1]['l1_hu']:.1f}")
             running = []
     net.eval()
-    LearnedStage(net, spacing_mm=spacing).save(Path(config.out) / f"stage_{stage}")
+    LearnedStage(net, spacing_mm=spacing).save_pretrained(Path(config.out) / f"stage_{stage}")
     return {"stage": stage, "spacing_mm": spacing, "train_seconds": round(time.time() - started, 1),
             "validation": compare_on(net, val), "history": history}
 

@@ -4,7 +4,7 @@ the layout's regions, so previews (which are drawn from a layout) are scored whe
 A blind 2D lesion finder was tried first and rejected on real phantom slices: at 2.5 mm in-plane, hilar
 vessels and partial-volume vessel segments pass every threshold that keeps ground glass (9/9 normal key slices
 got false lesions). The layout-referenced score below is validated the same way (real slices of held-out
-phantoms must score ~100 %, shuffled layouts must not) in `evaluation/bench_preview.py`.
+phantoms must score ~100 %, shuffled layouts must not) in `benchmarks/bench_preview.py`.
 
 Lesion (each layout lesion label cut by the slice with >= `MIN_LESION_PX` pixels):
 - present: the median HU inside the lesion region is >= `LESION_DELTA_HU` above the median HU of the

@@ -25,16 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from medgen.engine.optim import warmup_cosine_schedule
 from medgen.errors import ModelNotFoundError
-from medgen.io.weights import (
-    WEIGHTS_NAME,
-    check_safetensors_only,
-    load_weights,
-    quiet_transformers,
-    read_json,
-    save_weights,
-    write_json,
-)
+from medgen.io.weights import WEIGHTS_NAME, PretrainedMixin, load_weights, quiet_transformers, save_weights
 from medgen.slices.data import slice_transform
 from medgen.text import TextEncoder
 from medgen.volume import LUNG_WINDOW
@@ -64,7 +57,7 @@ class ContrastiveHeads(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
 
-class SliceCLIP(nn.Module):
+class SliceCLIP(PretrainedMixin, nn.Module):
     """Slice image <-> caption embeddings in one space.
 
     Args:
@@ -76,6 +69,8 @@ class SliceCLIP(nn.Module):
             about lung findings).
         temperature: initial softmax temperature (learned).
     """
+
+    config_name = CONFIG_NAME
 
     def __init__(
         self,
@@ -128,18 +123,15 @@ class SliceCLIP(nn.Module):
             encoder = TextEncoder.from_pretrained(path)
         return cls(encoder, **kwargs)
 
+    # `save_pretrained` / `from_pretrained` (`PretrainedMixin`): config, head weights, text encoder folder
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        save_weights(self.heads, folder / WEIGHTS_NAME, dtype)
+        with quiet_transformers():
+            self.text_encoder.save_pretrained(folder / "text_encoder", dtype=dtype)
+        return dict(self.config)
+
     @classmethod
-    def from_pretrained(cls, path) -> SliceCLIP:
-        """Load a folder written by `save_pretrained` (safetensors only; nothing is unpickled)."""
-        folder = Path(path).expanduser()
-        if not (folder / CONFIG_NAME).is_file():
-            raise ModelNotFoundError(
-                f"no slice CLIP model at {folder} (no {CONFIG_NAME}); train one with "
-                "`medgen slices train-clip --out DIR`"
-            )
-        config = read_json(folder / CONFIG_NAME)
-        for sub in (folder, folder / "text_encoder"):
-            check_safetensors_only(sub)
+    def _from_files(cls, folder: Path, config: dict) -> SliceCLIP:
         with quiet_transformers():
             encoder = TextEncoder.from_pretrained(folder / "text_encoder")
         model = cls(
@@ -155,16 +147,12 @@ class SliceCLIP(nn.Module):
             model.config["grounding"] = config["grounding"]
         return model.eval()
 
-    def save_pretrained(self, path) -> Path:
-        """Write config, weights and text encoder to `path` (replaced atomically)."""
-        from medgen.io.atomic import atomic_dir
-
-        with atomic_dir(path, overwrite=True) as tmp:
-            write_json(tmp / CONFIG_NAME, self.config)
-            save_weights(self.heads, tmp / WEIGHTS_NAME)
-            with quiet_transformers():
-                self.text_encoder.save_pretrained(tmp / "text_encoder")
-        return Path(path)
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return ModelNotFoundError(
+            f"no slice CLIP model at {folder} (no {CONFIG_NAME}); train one with "
+            "`medgen slices train-clip --out DIR`"
+        )
 
     # ----------------------------------------------------------------------------------- encoding
     @property
@@ -275,14 +263,8 @@ def train_clip(
     pixels = torch.cat([model.preprocess(samples[i : i + 256]) for i in range(0, len(samples), 256)])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    ramp = max(1, int(warmup * steps))
-    # linear warm-up over `ramp` steps, then cosine decay to 0
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(
-            (s + 1) / ramp, 0.5 * (1 + math.cos(math.pi * min(max(s - ramp, 0) / max(steps - ramp, 1), 1.0)))
-        ),
-    )
+    # linear warm-up over max(1, warmup * steps) steps, then cosine decay to 0
+    schedule = warmup_cosine_schedule(optimizer, max(1, int(warmup * steps)), steps)
     batch_size = min(batch_size, len(samples))
     jitter = augmentation(model.config["image_size"], seed) if augment else None
     order, cursor, losses = rng.permutation(len(samples)), 0, []

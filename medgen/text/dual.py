@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from medgen.io.weights import PretrainedMixin
 from medgen.text.encoder import CONFIG_NAME, CacheInfo, TextEncoder, TextEncoding
 
 
-class DualTextEncoder(torch.nn.Module):
+class DualTextEncoder(PretrainedMixin, torch.nn.Module):
     """Same interface as `TextEncoder`; `hidden_size` = first.hidden_size + second.hidden_size.
 
     Both encodings are padded to a common L; a position is real (mask 1) if it is real in either encoder
-    (the states of the shorter one are zero there).
+    (the states of the shorter one are zero there). Saved as `first/`, `second/` and ``medgen_text.json``
+    (``{"dual": true, ...}``).
     """
+
+    config_name = CONFIG_NAME
 
     def __init__(self, first: TextEncoder, second: TextEncoder):
         super().__init__()
@@ -34,20 +37,17 @@ class DualTextEncoder(torch.nn.Module):
     def max_length(self) -> int:
         return max(self.first.max_length, self.second.max_length)
 
+    # ---------------------------------------------------------------------------------- persistence
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        """`save_pretrained`: `first/`, `second/` (each a `TextEncoder` folder) and `medgen_text.json`."""
+        self.first.save_pretrained(folder / "first", dtype=dtype)
+        self.second.save_pretrained(folder / "second", dtype=dtype)
+        return {"dual": True, "hidden_size": self.hidden_size}
+
     @classmethod
-    def from_pretrained(cls, path, **kwargs) -> DualTextEncoder:
-        """Load `path/first` and `path/second` (written by `save_pretrained`); kwargs go to both."""
-        path = Path(path).expanduser()
-        return cls(*(TextEncoder.from_pretrained(str(path / sub), **kwargs) for sub in ("first", "second")))
-
-    def save_pretrained(self, path) -> None:
-        """Write `path/first`, `path/second` and `path/medgen_text.json` ({"dual": true})."""
-        from medgen.io.atomic import atomic_dir
-
-        with atomic_dir(path, overwrite=True) as tmp:
-            self.first.save_pretrained(tmp / "first")
-            self.second.save_pretrained(tmp / "second")
-            (tmp / CONFIG_NAME).write_text(json.dumps({"dual": True, "hidden_size": self.hidden_size}, indent=2) + "\n")
+    def _from_files(cls, folder: Path, config: dict, **kwargs) -> DualTextEncoder:
+        """`from_pretrained(path, **kwargs)`: kwargs (max_length, pooling, ...) go to both encoders."""
+        return cls(*(TextEncoder.from_pretrained(str(folder / sub), **kwargs) for sub in ("first", "second")))
 
     def set_trainable_layers(self, n: int) -> None:
         """The top `n` layers of each encoder become trainable (0 = both frozen)."""

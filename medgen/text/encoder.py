@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from medgen.errors import InputFileError
+from medgen.io.weights import CHECKSUMS_KEY, PretrainedMixin, cast_safetensors, verify_checksums
 from medgen.text.hub import DEFAULT_TEXT_ENCODER, load_hf_encoder
 
 CONFIG_NAME = "medgen_text.json"
@@ -83,8 +84,12 @@ def _transformer_layers(model) -> torch.nn.ModuleList:
     raise TypeError(f"cannot find the transformer layers of {type(model).__name__} to make trainable")
 
 
-class TextEncoder(torch.nn.Module):
+class TextEncoder(PretrainedMixin, torch.nn.Module):
     """A Hugging Face encoder with pooling, truncation warnings and an embedding cache.
+
+    Saved (`save_pretrained`) as the Hugging Face folder (config.json, model.safetensors, tokenizer) plus
+    ``medgen_text.json`` (max_length, pooling, cache_size, the weights' sha256); `from_pretrained` also reads
+    a plain Hugging Face folder or a model id in the Hugging Face cache.
 
     Args:
         model: a transformers encoder (e.g. `BertModel`) returning `last_hidden_state`.
@@ -94,6 +99,8 @@ class TextEncoder(torch.nn.Module):
         trainable_layers: 0 = frozen; n = the top n transformer layers trainable.
         cache_size: number of reports whose encodings are kept (LRU) while frozen; 0 disables the cache.
     """
+
+    config_name = CONFIG_NAME
 
     def __init__(self, model, tokenizer, *, max_length: int = 128, pooling: str = "mean",
                  trainable_layers: int = 0, cache_size: int = 2048):
@@ -128,7 +135,11 @@ class TextEncoder(torch.nn.Module):
         `do_lower_case=None` keeps the tokenizer's own setting, except for Bio_ClinicalBERT (cased: False).
         """
         name = str(name_or_path)
-        saved = read_encoder_config(Path(name).expanduser())
+        folder = Path(name).expanduser()
+        saved = read_encoder_config(folder)
+        recorded = saved.pop(CHECKSUMS_KEY, None)
+        if recorded is not None:
+            verify_checksums(folder, recorded, CONFIG_NAME)
         tokenizer, model = load_hf_encoder(name, do_lower_case)
         options = {"max_length": 128, "pooling": "mean", "trainable_layers": 0, "cache_size": 2048}
         options.update({k: saved[k] for k in options if k in saved})
@@ -137,17 +148,16 @@ class TextEncoder(torch.nn.Module):
         options.update({k: v for k, v in given.items() if v is not None})
         return cls(model, tokenizer, **options)
 
-    def save_pretrained(self, path) -> None:
-        """Write tokenizer + model (safetensors) + `medgen_text.json` to `path` (replaced atomically)."""
-        from medgen.io.atomic import atomic_dir
-
-        with atomic_dir(path, overwrite=True) as tmp:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            # trainable_layers is a training choice, not saved: a loaded encoder starts frozen
-            config = {"max_length": self.max_length, "pooling": self.pooling, "cache_size": self.cache_size,
-                      "hidden_size": self.hidden_size}
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    def _save_files(self, folder: Path, dtype: torch.dtype | None, extra: dict | None = None) -> dict:
+        """`save_pretrained(path, extra=...)`: tokenizer + model (safetensors) here, the options in
+        `medgen_text.json` with the entries of `extra` (e.g. a training record)."""
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        if dtype is not None:
+            cast_safetensors(folder, dtype)
+        # trainable_layers is a training choice, not saved: a loaded encoder starts frozen
+        return {"max_length": self.max_length, "pooling": self.pooling, "cache_size": self.cache_size,
+                "hidden_size": self.hidden_size, **(extra or {})}
 
     # ----------------------------------------------------------------------------------- properties
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -98,9 +97,9 @@ def pretrain_compact_bert(
     AdamW (weight decay 0.01) with 5% linear warm-up then linear decay, gradient clipping at 1.0.
     The MLM loss on a fixed evaluation batch is measured before and after training.
 
-    Writes to `out_dir` (atomically): `config.json` + `model.safetensors` (the `BertModel` encoder),
-    the tokenizer, and `medgen_text.json` (max_length, pooling, and the "pretraining" record with the
-    MLM losses), so `TextEncoder.from_pretrained(out_dir)` loads it like any Hugging Face encoder.
+    Writes `out_dir` with `TextEncoder.save_pretrained` (atomically): `config.json` + `model.safetensors` (the
+    `BertModel` encoder), the tokenizer, and `medgen_text.json` (max_length, pooling, and the "pretraining"
+    record with the MLM losses), so `TextEncoder.from_pretrained(out_dir)` loads it.
 
     Args:
         corpus: report texts (the training split only).
@@ -110,8 +109,9 @@ def pretrain_compact_bert(
     """
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
-    from medgen.io.atomic import atomic_dir, check_output_path
-    from medgen.text.encoder import CONFIG_NAME
+    from medgen.engine.optim import warmup_cosine_schedule
+    from medgen.io.atomic import check_output_path
+    from medgen.text.encoder import TextEncoder
 
     # 1. Check inputs (before any work)
     corpus = [t for t in corpus if t and t.strip()]
@@ -151,9 +151,7 @@ def pretrain_compact_bert(
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=lr)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    schedule = warmup_cosine_schedule(optimizer, max(1, steps // 20), steps, decay="linear")
 
     eval_order = torch.randperm(len(ids), generator=generator)[: min(len(ids), 4 * batch_size)]
     eval_batch = make_batch([ids[i] for i in eval_order])
@@ -198,9 +196,6 @@ def pretrain_compact_bert(
         raise RuntimeError(f"MLM encoder weights do not match BertModel: {loaded}")
     record = {"corpus_texts": len(corpus), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
               "vocab_size": len(tokenizer), "mlm_loss_start": loss_start, "mlm_loss_end": loss_end}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        encoder.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        medgen = {"max_length": max_length, "pooling": "mean", "pretraining": record}
-        (tmp / CONFIG_NAME).write_text(json.dumps(medgen, indent=2) + "\n")
+    TextEncoder(encoder, tokenizer, max_length=max_length, pooling="mean").save_pretrained(
+        out, overwrite=overwrite, extra={"pretraining": record})
     return out

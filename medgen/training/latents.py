@@ -111,7 +111,8 @@ def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: boo
 
     Under torchrun rank 0 encodes while the others wait.
     """
-    from medgen.training.vae import load_autoencoder, load_splits
+    from medgen.models.autoencoder import TrainedAutoencoder
+    from medgen.training.vae import load_splits
 
     ctx = ctx or init_distributed(device)
     out_dir = resolve_path(config["output_dir"], config)
@@ -120,8 +121,8 @@ def cache_latents(config: dict, *, device=None, autoencoder_dir=None, force: boo
     if ctx.is_main:
         key = cache_key(config, ae_dir)
         if force or not _is_fresh(path, key):
-            autoencoder, ae_config = load_autoencoder(ae_dir, ctx.device)
-            scale = float(ae_config.get("scale_factor", 1.0))
+            trained = TrainedAutoencoder.from_pretrained(ae_dir, device=ctx.device)
+            autoencoder, scale = trained.model, float(trained.config.get("scale_factor", 1.0))
             rows = load_splits(config)
             batch_size = int(config.get("train_vae", {}).get("batch_size", 4))
             tensors, splits = {}, {}

@@ -28,17 +28,10 @@ from tqdm.auto import tqdm
 
 from medgen.config import public_config, resolve_path
 from medgen.engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from medgen.engine.common import (
-    BatchStream,
-    RunLogger,
-    autocast,
-    finite_step,
-    make_optimizer,
-    run_and_close,
-    seed_everything,
-)
+from medgen.engine.common import BatchStream, RunLogger, autocast, finite_step, run_and_close, seed_everything
 from medgen.engine.distributed import DistContext, init_distributed
-from medgen.engine.state import EMA, GradClipper, set_learning_rates
+from medgen.engine.optim import make_optimizer, set_learning_rates
+from medgen.engine.state import EMA, GradClipper
 from medgen.training.latents import LatentDataset, cache_latents, collate_latents, read_index
 
 __all__ = ["ConditionedDenoiser", "LDMTrainer", "apply_condition_dropout", "sample_dropout_masks", "train_ldm"]
@@ -244,10 +237,10 @@ class LDMTrainer:
         return logs
 
     def _autoencoder(self):
-        from medgen.training.vae import load_autoencoder
+        from medgen.models.autoencoder import TrainedAutoencoder
 
         if not hasattr(self, "_ae"):
-            self._ae = load_autoencoder(self.out / "autoencoder", self.device)[0]
+            self._ae = TrainedAutoencoder.from_pretrained(self.out / "autoencoder", device=self.device).model
         return self._ae
 
     @torch.no_grad()

@@ -13,7 +13,8 @@ its batches carry the layout label maps (manifest column ``layout``, `medgen dat
 D is MONAI's ``PatchDiscriminator`` with ``PatchAdversarialLoss(criterion="least_squares")``.  MONAI's
 ``PerceptualLoss`` is not used: it downloads pretrained weights (no network at run time here).
 
-Output: ``<output_dir>/autoencoder/`` (``config.json`` + ``model.safetensors``, as in a pipeline folder); the
+Output: ``<output_dir>/autoencoder/`` (`TrainedAutoencoder.save_pretrained`: ``config.json`` + ``model.safetensors``,
+as in a pipeline folder); the
 config holds the constructor kwargs and ``scale_factor`` = 1 / std of the latent means over a sample
 of training volumes (latent diffusion works on ``z * scale_factor``, roughly unit variance).
 """
@@ -28,55 +29,18 @@ from tqdm.auto import tqdm
 
 from medgen.config import public_config, resolve_path
 from medgen.engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from medgen.engine.common import (
-    BatchStream,
-    RunLogger,
-    autocast,
-    finite_step,
-    make_optimizer,
-    run_and_close,
-    seed_everything,
-)
+from medgen.engine.common import BatchStream, RunLogger, autocast, finite_step, run_and_close, seed_everything
 from medgen.engine.distributed import DistContext, init_distributed
-from medgen.engine.state import GradClipper, set_learning_rates
-from medgen.io.atomic import atomic_dir
+from medgen.engine.optim import make_optimizer, set_learning_rates
+from medgen.engine.state import GradClipper
 
-__all__ = ["train_vae", "VAETrainer", "kl_divergence", "load_autoencoder", "save_autoencoder", "load_splits"]
+__all__ = ["train_vae", "VAETrainer", "kl_divergence", "load_splits"]
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) summed over latent elements, averaged over the batch (MONAI tutorials)."""
     mu, sigma = z_mu.float(), z_sigma.float()
     kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1.0)
     return kl.flatten(1).sum(1).mean()
-
-
-def save_autoencoder(path, autoencoder: torch.nn.Module, kwargs: dict, *, scale_factor: float, extra: dict | None = None) -> Path:
-    """Write ``config.json`` (constructor kwargs + scale_factor + extra) and ``model.safetensors``, atomically."""
-    from medgen.io import weights as storage
-    from medgen.models.autoencoder import autoencoder_config
-
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in autoencoder_config(kwargs).items()}
-    config["scale_factor"] = float(scale_factor)
-    config.update(extra or {})
-    with atomic_dir(path, overwrite=True) as tmp:
-        storage.save_weights(autoencoder, tmp / storage.WEIGHTS_NAME)
-        storage.write_json(tmp / storage.CONFIG_NAME, config)
-    return Path(path)
-
-
-def load_autoencoder(path, device="cpu"):
-    """(AutoencoderKL in eval mode, config dict) from a folder written by `save_autoencoder`."""
-    from medgen.errors import InputFileError
-    from medgen.io import weights as storage
-    from medgen.models.autoencoder import AUTOENCODER_KEYS, build_autoencoder
-
-    path = Path(path)
-    if not (path / storage.CONFIG_NAME).is_file():
-        raise InputFileError(path, "not an autoencoder folder (no config.json); run `medgen train vae` first")
-    config = storage.read_json(path / storage.CONFIG_NAME)
-    model = build_autoencoder({k: v for k, v in config.items() if k in AUTOENCODER_KEYS})
-    storage.load_weights(model, path / storage.WEIGHTS_NAME)
-    return model.to(device).eval(), config
 
 
 def load_splits(config: dict) -> dict[str, list[dict]]:
@@ -108,13 +72,12 @@ def batch_layout(batch: dict, device: torch.device) -> torch.Tensor | None:
 
 
 def finding_weights(layout: torch.Tensor | None, weight: float) -> torch.Tensor | float:
-    """Per-voxel L1 weight: 1, or 1 + weight inside lesions and pleural fluid."""
-    from medgen.layout.labels import CHANNELS
+    """Per-voxel L1 weight: 1, or 1 + `weight` (the extra weight) inside lesions and pleural fluid."""
+    from medgen.layout.labels import finding_mask
 
     if layout is None or weight <= 0:
         return 1.0
-    mask = layout[:, CHANNELS.index("lesion")] + layout[:, CHANNELS.index("effusion")]
-    return 1.0 + weight * mask.clamp(0, 1).unsqueeze(1)
+    return 1.0 + weight * finding_mask(layout)
 
 
 def random_patch(x: torch.Tensor, patch: int, *, seed: int, step: int) -> torch.Tensor:
@@ -331,11 +294,13 @@ class VAETrainer:
             logger.close()
         out = self.out / "autoencoder"
         if self.ctx.is_main:
+            from medgen.models.autoencoder import TrainedAutoencoder, autoencoder_config
+
             scale = self.scale_factor(int(tc.get("scale_samples", 32)))
             data = self.config["data"]
-            save_autoencoder(out, self.autoencoder, self.config["autoencoder"], scale_factor=scale,
-                             extra={"image_shape": list(data["shape"]), "spacing": list(data["spacing"]),
-                                    "trained_steps": self.step})
+            config = {**autoencoder_config(self.config["autoencoder"]), "scale_factor": scale,
+                      "image_shape": list(data["shape"]), "spacing": list(data["spacing"]), "trained_steps": self.step}
+            TrainedAutoencoder(self.autoencoder, config).save_pretrained(out)
         self.ctx.barrier()
         return out
 

@@ -20,6 +20,8 @@ from medgen.slices.describer.model import SliceReader
 from medgen.slices.describer.questions import KEYS, QUESTIONS, findings_from_answers
 from medgen.volume import Volume
 
+MAX_SLICES = 64  # slices read per volume (each is one pass of the reader)
+
 
 @dataclass
 class Description:
@@ -87,10 +89,13 @@ def summarize(slices: list[dict], language: str) -> tuple[dict, str]:
 
 def describe_volume(reader: SliceReader, volume: Volume, *, labels: Volume | None = None, n_slices: int = 8,
                     language: str = "en") -> Description:
+    from medgen.pipelines.validation import check_label_map, check_positive_int
+
     if language not in QUESTIONS:
         raise ValueError(f"`language` must be 'en' or 'zh', got {language!r}")
-    if n_slices < 1:
-        raise ValueError(f"`n_slices` must be >= 1, got {n_slices}")
+    check_positive_int(n_slices, "n_slices", maximum=MAX_SLICES)
+    if labels is not None:
+        labels = labels.with_array(check_label_map(labels.array, labels.meta.get("path", "labels")))
     indices = label_slices(labels, n_slices) if labels is not None else lung_slices(volume, n_slices)
     hu = np.asarray(volume.array, np.float32)
     planes = [_display(hu[:, :, i]) for i in indices]

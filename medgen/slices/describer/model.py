@@ -9,13 +9,13 @@ model.safetensors), tokenizer.json and slice_reader.json (window, image size, wh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from medgen.errors import InputFileError
+from medgen.io.weights import PretrainedMixin, cast_safetensors
 from medgen.volume import LUNG_WINDOW
 
 CONFIG_NAME = "slice_reader.json"
@@ -57,8 +57,10 @@ def build_llava(tokenizer, image_size: int = 128, vision: dict | None = None, te
     return LlavaForConditionalGeneration(config)
 
 
-class SliceReader(torch.nn.Module):
+class SliceReader(PretrainedMixin, torch.nn.Module):
     """`read(hu_slices, questions)` -> answers; the model owns its preprocessing (lung window, resize)."""
+
+    config_name = CONFIG_NAME
 
     def __init__(self, model, tokenizer, config: dict):
         super().__init__()
@@ -71,20 +73,32 @@ class SliceReader(torch.nn.Module):
         config = {"image_size": image_size, "window": list(LUNG_WINDOW), "training": {}}
         return cls(build_llava(tokenizer, image_size, vision, text), tokenizer, config)
 
+    # ---------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, path, *, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+        """Write the transformers model, tokenizer.json and slice_reader.json to `path` (atomically)."""
+        return super().save_pretrained(path, overwrite=overwrite, dtype=dtype)
+
+    def _save_files(self, folder: Path, dtype: torch.dtype | None) -> dict:
+        self.model.save_pretrained(folder)
+        self.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        if dtype is not None:
+            cast_safetensors(folder, dtype)
+        return dict(self.config)
+
     @classmethod
-    def from_pretrained(cls, path) -> SliceReader:
+    def _from_files(cls, folder: Path, config: dict) -> SliceReader:
         from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
-        folder = Path(path).expanduser()
-        if not (folder / CONFIG_NAME).is_file():
-            raise InputFileError(folder, f"not a slice reader folder (no {CONFIG_NAME}); train one with "
-                                         "`medgen train slices reader` or use the embedded default")
-        config = json.loads((folder / CONFIG_NAME).read_text())
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), pad_token="<pad>",
                                             bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                             additional_special_tokens=["<image>"])
         model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
         return cls(model, tokenizer, config)
+
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return InputFileError(folder, f"not a slice reader folder (no {CONFIG_NAME}); train one with "
+                                      "`medgen train slices reader` or use the embedded default")
 
     def init_vision_from_clip(self, clip) -> None:
         """Start the vision tower from a `medgen.slices.clip.SliceCLIP`'s image tower (as LLaVA starts from
@@ -98,15 +112,6 @@ class SliceReader(torch.nn.Module):
             raise ValueError(f"the slice CLIP reads window {clip.config['window']}, this reader {self.config['window']}")
         tower.load_state_dict(source.state_dict())
         self.config["vision_init"] = "slice CLIP"
-
-    def save_pretrained(self, path, *, overwrite: bool = False) -> Path:
-        from medgen.io.atomic import atomic_dir
-
-        with atomic_dir(path, overwrite=overwrite) as tmp:
-            self.model.save_pretrained(tmp)
-            self.tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, default=float) + "\n")
-        return Path(path)
 
     def pixels(self, hu_slices) -> torch.Tensor:
         """(B, 1, S, S) model input from 2D HU arrays (any size; display orientation)."""

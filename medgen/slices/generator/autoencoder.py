@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medgen.engine.optim import one_cycle_adamw, optimizer_step
-from medgen.layout.labels import CHANNELS
+from medgen.layout.labels import CHANNELS, finding_mask
 from medgen.slices.generator.data import PreviewPairs, batch_inputs
 from medgen.volume import HU_WINDOW
 
@@ -30,15 +30,10 @@ def build_vae(channels=(32, 64, 64), latent_channels: int = 4):
                          sample_size=128)
 
 
-def finding_weights(layout: torch.Tensor, weight: float) -> torch.Tensor:
-    """(B, 1, H, W) per-pixel loss weights: 1, or `weight` inside lesions and fluid."""
-    findings = (layout[:, LESION] + layout[:, EFFUSION]).clamp(0, 1)[:, None]
-    return 1.0 + (weight - 1.0) * findings
-
-
-def train_vae(vae, pairs: PreviewPairs, *, steps: int, batch_size: int = 16, lr: float = 1e-3, kl: float = 1e-6,
-              finding_weight: float = 10.0, seed: int = 0, progress: bool = True) -> dict:
-    """Train `vae` in place; returns the loss record."""
+def train_preview_vae(vae, pairs: PreviewPairs, *, steps: int, batch_size: int = 16, lr: float = 1e-3,
+                      kl: float = 1e-6, finding_weight: float = 10.0, seed: int = 0, progress: bool = True) -> dict:
+    """Train `vae` in place; returns the loss record. The L1 loss weighs `finding_weight` (the whole weight,
+    not an extra) inside lesions and fluid, 1 elsewhere."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"`steps` and `batch_size` must be >= 1, got {steps}, {batch_size}")
     torch.manual_seed(seed)
@@ -50,7 +45,7 @@ def train_vae(vae, pairs: PreviewPairs, *, steps: int, batch_size: int = 16, lr:
         batch = batch_inputs(pairs, rng.integers(0, len(pairs), batch_size), rng=rng)
         posterior = vae.encode(batch["image"]).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        weights = finding_weights(batch["layout"], finding_weight)
+        weights = 1.0 + (finding_weight - 1.0) * finding_mask(batch["layout"])
         loss = (weights * (recon - batch["image"]).abs()).sum() / weights.sum() + kl * posterior.kl().mean()
         losses.append(optimizer_step(loss, optimizer, schedule, params))
     vae.eval()
@@ -91,4 +86,4 @@ def vae_decode(vae, latents: torch.Tensor, scale: float) -> torch.Tensor:
     return vae.decode(latents / scale).sample.clamp(-1, 1)
 
 
-__all__ = ["build_vae", "latent_scale", "reconstruction_error", "train_vae", "vae_decode", "vae_encode"]
+__all__ = ["build_vae", "latent_scale", "reconstruction_error", "train_preview_vae", "vae_decode", "vae_encode"]

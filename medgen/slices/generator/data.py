@@ -55,9 +55,19 @@ class PreviewPairs:
         return len(self.image)
 
     def save(self, path) -> None:
-        np.savez_compressed(path, image=self.image, labels=self.labels, density=self.density, micro=self.micro,
-                            captions_en=np.array(self.captions_en), captions_zh=np.array(self.captions_zh),
-                            findings=np.array([repr(f) for f in self.findings]))
+        """Write the pairs as one ``.npz`` (a training data cache, not a model component), atomically."""
+        from pathlib import Path
+
+        from medgen.io.atomic import atomic_path
+
+        path = Path(path)
+        if path.suffix != ".npz":  # numpy's own rule for a name without the suffix
+            path = path.with_name(path.name + ".npz")
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            np.savez_compressed(handle, image=self.image, labels=self.labels, density=self.density,
+                                micro=self.micro, captions_en=np.array(self.captions_en),
+                                captions_zh=np.array(self.captions_zh),
+                                findings=np.array([repr(f) for f in self.findings]))
 
     @classmethod
     def load(cls, path) -> PreviewPairs:

@@ -19,7 +19,6 @@ by path relative to the folder (the embedded preview reuses the default model's)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from medgen.diffusion.guidance import Guidance
 from medgen.errors import InputFileError
+from medgen.io.weights import PretrainedMixin, cast_safetensors
 from medgen.layout.labels import N_CHANNELS
 from medgen.slices.generator.data import MICRO, UNKNOWN_DENSITY, scaled_micro
 
@@ -73,7 +73,7 @@ def pool_to_latent(layout: torch.Tensor, factor: int) -> torch.Tensor:
     return F.avg_pool2d(layout, kernel_size=factor, stride=factor)
 
 
-class SlicePreviewModel(torch.nn.Module):
+class SlicePreviewModel(PretrainedMixin, torch.nn.Module):
     """VAE + base UNet (+ refiner) + the dual text encoder, with the config that ties them together.
 
     config keys: size (pixels), factor (VAE down-sampling), latent_channels, scale (latent scale factor),
@@ -84,6 +84,8 @@ class SlicePreviewModel(torch.nn.Module):
     pipeline's report reader has since been retrained.
     `sources` holds those folders' absolute paths while a model is built in memory.
     """
+
+    config_name = CONFIG_NAME
 
     def __init__(self, vae, base, text_encoder, config: dict, refiner=None, sources: dict | None = None,
                  student=None):
@@ -108,20 +110,40 @@ class SlicePreviewModel(torch.nn.Module):
         return DualTextEncoder(TextEncoder.from_pretrained(str(text_encoder_dir)),
                                TextEncoder.from_pretrained(str(Path(reader_dir) / "encoder")))
 
+    # ---------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, path, *, overwrite: bool = False, parts: dict | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write preview.json, vae/, base/, refiner/, student/ and copies of the text encoder, reader and anatomy
+        bank folders (atomically); with `parts` (name -> path relative to `path`, e.g. an embedded preview
+        pointing at the default model's own folders) nothing is copied and preview.json points there."""
+        return super().save_pretrained(path, overwrite=overwrite, dtype=dtype, parts=parts)
+
+    def _save_files(self, folder: Path, dtype: torch.dtype | None, parts: dict | None = None) -> dict:
+        import shutil
+
+        if parts is None:
+            parts = {}
+            for name, source in self.sources.items():
+                if source is not None:
+                    shutil.copytree(source, folder / name)
+                    parts[name] = name
+        self.config["parts"] = dict(parts)
+        self.vae.save_pretrained(folder / "vae")
+        self.base.save_pretrained(folder / "base")
+        for name in ("refiner", "student"):
+            if getattr(self, name) is not None:
+                getattr(self, name).save_pretrained(folder / name)
+        if dtype is not None:
+            for name in ("vae", "base", "refiner", "student"):
+                if (folder / name).is_dir():
+                    cast_safetensors(folder / name, dtype)
+        return self.config
+
     @classmethod
-    def from_pretrained(cls, path) -> SlicePreviewModel:
+    def _from_files(cls, folder: Path, config: dict) -> SlicePreviewModel:
         """Load a folder written by `save_pretrained` (local files only)."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        folder = Path(path).expanduser()
-        config_path = folder / CONFIG_NAME
-        if not config_path.is_file():
-            raise InputFileError(folder, f"not a slice preview model folder (no {CONFIG_NAME}); train one with "
-                                         "`medgen train slices preview` or use the embedded default")
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputFileError(config_path, f"invalid JSON ({err})") from err
         sources = {name: (folder / rel).resolve() for name, rel in config["parts"].items() if rel}
         for name, where in sources.items():
             if not where.is_dir():
@@ -138,27 +160,7 @@ class SlicePreviewModel(torch.nn.Module):
                    if (folder / "student").is_dir() else None)
         return cls(vae, base, text, config, refiner, sources, student)
 
-    def save_pretrained(self, path, *, overwrite: bool = False, parts: dict | None = None) -> Path:
-        """Write preview.json, vae/, base/, refiner/ and copies of the text encoder, reader and anatomy bank
-        folders; with `parts` (name -> path relative to `path`, e.g. an embedded preview pointing at the
-        default model's own folders) nothing is copied and preview.json points there."""
-        import shutil
-
-        from medgen.io.atomic import atomic_dir
-
-        path = Path(path)
-        with atomic_dir(path, overwrite=overwrite) as tmp:
-            if parts is None:
-                parts = {}
-                for name, source in self.sources.items():
-                    if source is not None:
-                        shutil.copytree(source, tmp / name)
-                        parts[name] = name
-            self.config["parts"] = dict(parts)
-            self.vae.save_pretrained(tmp / "vae")
-            self.base.save_pretrained(tmp / "base")
-            for name in ("refiner", "student"):
-                if getattr(self, name) is not None:
-                    getattr(self, name).save_pretrained(tmp / name)
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
-        return path
+    @classmethod
+    def _not_found(cls, folder: Path) -> Exception:
+        return InputFileError(folder, f"not a slice preview model folder (no {CONFIG_NAME}); train one with "
+                                      "`medgen train slices preview` or use the embedded default")

@@ -24,7 +24,7 @@ from medgen.slices.data import SliceConfig, extract_slice, key_slice_index
 from medgen.slices.generator.autoencoder import HU_PER_UNIT, vae_decode
 from medgen.slices.generator.data import UNKNOWN_DENSITY, layout_slice, layout_tensor
 from medgen.slices.generator.model import DEFAULT_GUIDANCE, SlicePreviewModel, pool_to_latent
-from medgen.slices.generator.sampling import SAMPLERS, sample_latents
+from medgen.slices.generator.sampling import SAMPLERS, sample_preview_latents
 from medgen.volume import Volume
 
 DEPTH_MM = 5.0  # through-plane spacing of the preview's layout grid (64 slices, as the 3D default's FOV)
@@ -100,7 +100,8 @@ class SlicePreviewPipeline:
                                      "--model DIR with a folder written by `medgen train slices preview`")
         model = SlicePreviewModel.from_pretrained(folder)
         reader = ReportReader.from_pretrained(model.sources["reader"])
-        bank = AnatomyBank.load(model.sources["anatomy_bank"]) if model.sources.get("anatomy_bank") else None
+        bank = model.sources.get("anatomy_bank")
+        bank = AnatomyBank.from_pretrained(bank) if bank else None
         return cls(model, reader, bank, fov_mm=float(model.config.get("fov_mm", 320.0)))
 
     def layout(self, findings: Findings, report: str, seed: int) -> Layout:
@@ -118,16 +119,24 @@ class SlicePreviewPipeline:
                  density: float | None = None, use_refiner: bool = True, language: str | None = None
                  ) -> PreviewResult:
         """Candidate key slices of `report` (or of `findings`), `n` noise draws on one layout (seed `seed`)."""
+        from medgen.pipelines import validation as check
         from medgen.pipelines.layout_stage import findings_for
+        from medgen.volume import check_density
 
         if report is None and findings is None:
             raise ValueError("give a report or findings")
+        if report is not None:
+            check.check_report(report)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"`n` must be a positive number of candidates, got {n!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}")
-        if density is not None and not 0.0 <= float(density) <= 1.0:
-            raise ValueError(f"`density` must be in [0, 1], got {density}")
+        density = check_density(density)
+        seed = check.check_seed(seed)
+        steps = check.check_steps(steps, "steps")
+        if guidance is not None:
+            guidance = Guidance(text=check.check_guidance(guidance.text, "guidance.text"),
+                                density=check.check_guidance(guidance.density, "guidance.density"))
         warnings = []
         reading = None
         if findings is None:
@@ -154,10 +163,10 @@ class SlicePreviewPipeline:
         encoding = self.model.text_encoder([caption] * n)
         null = self.model.text_encoder.empty_encoding(1)
         generator = torch.Generator().manual_seed(int(seed))
-        latents = sample_latents(self.model, layout_small, encoding, null,
-                                 None if key_density is None else torch.full((n,), key_density), micro,
-                                 steps=steps, sampler=sampler, guidance=guidance or DEFAULT_GUIDANCE,
-                                 use_refiner=use_refiner, generator=generator)
+        latents = sample_preview_latents(self.model, layout_small, encoding, null,
+                                         None if key_density is None else torch.full((n,), key_density), micro,
+                                         steps=steps, sampler=sampler, guidance=guidance or DEFAULT_GUIDANCE,
+                                         use_refiner=use_refiner, generator=generator)
         image = vae_decode(self.model.vae, latents, self.model.scale)[:, 0].numpy()
         hu = (image * HU_PER_UNIT).astype(np.float32)  # HU window centred on 0 (see medgen.volume.HU_WINDOW)
         return PreviewResult(hu, labels2d, caption, slice_findings, layout, [int(seed)] * n, warnings)

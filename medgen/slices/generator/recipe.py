@@ -9,7 +9,12 @@ from pathlib import Path
 
 import torch
 
-from medgen.slices.generator.autoencoder import build_vae, latent_scale, reconstruction_error, train_vae
+from medgen.slices.generator.autoencoder import (
+    build_vae,
+    latent_scale,
+    reconstruction_error,
+    train_preview_vae,
+)
 from medgen.slices.generator.data import PreviewPairs, build_pairs
 from medgen.slices.generator.model import SlicePreviewModel, build_unet
 from medgen.slices.generator.train import train_unet
@@ -58,7 +63,7 @@ def train_preview_model(out, *, text_encoder_dir, reader_dir, anatomy_bank_dir=N
         vae = AutoencoderKL.from_pretrained(work / "vae", low_cpu_mem_usage=False).eval()
     else:
         vae = build_vae(options["vae_channels"], options["latent_channels"])
-        record["vae"] = train_vae(vae, pairs, steps=options["vae_steps"], batch_size=options["vae_batch"])
+        record["vae"] = train_preview_vae(vae, pairs, steps=options["vae_steps"], batch_size=options["vae_batch"])
         record["vae"]["ceiling_held_out"] = reconstruction_error(vae, held_out)
         vae.save_pretrained(work / "vae")
         save_record()

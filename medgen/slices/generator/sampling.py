@@ -28,9 +28,10 @@ def build_sampler(config: dict, kind: str):
 
 
 @torch.no_grad()
-def sample_latents(model: SlicePreviewModel, layout: torch.Tensor, encoding, null_encoding, density, micro, *,
-                   steps: int = 20, sampler: str = "dpmpp-2m-karras", guidance: Guidance | None = None,
-                   use_refiner: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_preview_latents(model: SlicePreviewModel, layout: torch.Tensor, encoding, null_encoding, density,
+                           micro, *, steps: int = 20, sampler: str = "dpmpp-2m-karras",
+                           guidance: Guidance | None = None, use_refiner: bool = True,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
     """Latents (B, c, h, w) for B layouts (B, C, h, w) on the latent grid.
 
     Args:
