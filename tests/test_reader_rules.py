@@ -65,6 +65,8 @@ CASES_EN = [
      "resolved.", ((), None, None)),
     ("INDICATION: Evaluate for pleural effusion. History of right upper lobe nodule.\nFINDINGS: Lungs are clear.",
      ((), None, None)),
+    ("History: cough, 2 cm RUL nodule on outside CT.\nThere is a 31 mm mass in the left lower lobe. Large left "
+     "pleural effusion.", ((("left_lower", 31, "solid", "d"),), ("left", "large", "d"), None)),
     ("Opacity in the left upper lobe suspicious for a 7 mm nodule.", ((("left_upper", 7, "solid", "p"),), None, None)),
     # effusion side and grade
     ("Moderate right and small left pleural effusions.", ((), ("bilateral", "moderate", "d"), None)),

@@ -62,6 +62,10 @@ def _assert(text: str, language: str, target: str) -> str:
     ("右侧胸腔少量积液不除外。", "积液", "?"),
     ("原右肺中叶结节已吸收。", "结节", "-"),
     ("积液未吸收。", "积液", "+"),  # PSEUDO: not absorbed is still there
+    # a modifier that ends its clause hedges nothing in the next list item
+    ("诊断意见：右肺下叶结节，考虑恶性可能；肺气肿。", "肺气肿", "+"),
+    ("Right lower lobe nodule, possibly malignant; emphysema.", "emphysema", "+"),
+    ("Possibly in the right lower lobe, a nodule.", "nodule", "?"),  # the clause named a place: goes on
 ])
 def test_context_assertion(text, target, expected):
     language = detect_language(text)

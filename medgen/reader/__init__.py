@@ -1,4 +1,5 @@
-"""Report reader: free-text EN/ZH chest CT report -> typed `Findings` (text encoder + token-tagging head).
+"""Report reader: free-text EN/ZH chest CT report -> typed `Findings` (a text encoder with a token-tagging head,
+combined with ConText rules and a size and site grammar; `medgen.reader.model`, `medgen.reader.grammar`).
 
     from medgen.reader import ReportReader
     reader = ReportReader.from_pretrained("medgen/assets/default-model/reader")

@@ -25,7 +25,7 @@ from medgen.reader.text import Segments, load_rules
 
 CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HISTORICAL", "HYPOTHETICAL")
 # what a clause that only names a place may also hold
-_FILLER = re.compile(r"[\s,，;；:：、()（）]|\b(?:in|at|of|the|within|on|by|is|are|was|were|be|been|sorry|"
+_FILLER = re.compile(r"[\s,，;；:：、()（）]|\b(?:in|at|of|the|within|on|by|or|is|are|was|were|be|been|sorry|"
                      r"correction|i\s+mean|rather)\b|应为|更正为?|位于|于|在|见", re.IGNORECASE)
 _SIZE_LIKE = re.compile(r"\d+(?:\.\d+)?\s*(?:[x×*]\s*\d+(?:\.\d+)?\s*)*(?:mm|cm|毫米|厘米)?|"
                         r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
@@ -147,7 +147,9 @@ def _forward_end(text: str, language: str, m: Modifier, segments: Segments, targ
     while True:
         while end < len(text) and clause[end] == clause[lo]:
             end += 1
-        if not _bare(text, lo, end, places) or end >= len(text) or sentence[end] != sentence[m.end] or any(lo <= s < end for s, _ in targets):
+        named_place = any(a < end and b > lo for a, b in places)  # a modifier that ends its clause names none
+        if (not named_place or not _bare(text, lo, end, places) or end >= len(text)
+                or sentence[end] != sentence[m.end] or any(lo <= s < end for s, _ in targets)):
             break
         lo = end  # the clause held only a place: the target is in the next one
     if language != "en":

@@ -35,6 +35,7 @@ _NOT_EMPHYSEMA = re.compile(r"subcutaneous|mediastinal|interstitial|surgical|sof
 _NOT_LESION_AFTER = re.compile(r"\s*(?:effect|of\s+(?:consolidation|atelectasis|air|fat|fluid|calcification|"
                                r"scarring|fibrosis|infection|inflammation))\b", re.IGNORECASE)
 KIND_OF = {"lesion": "les", "effusion": "eff", "emphysema": "emph"}
+_SENTENCE_OPENING = re.compile(r"[\s\-*•\d.)、]*(?:the\s+)?", re.IGNORECASE)  # before a sentence's first word
 
 
 @dataclass
@@ -134,7 +135,8 @@ def _weak_is_lesion(text: str, lex, m: Match, seg: Segments, sizes) -> bool:
         return True
     lo, hi = (int(i) for i in np.searchsorted(seg.sentence[:len(text)], [sentence + 1, sentence + 2]))
     named = lex.find("lesion", text, lo, hi)  # the next sentence measures it, unless it names a lesion of its own
-    own = named and not any(d in text[max(lo, named[0].start - 6):named[0].start].lower() for d in lex.data["determiner"])
+    own = named and not _SENTENCE_OPENING.fullmatch(text[lo:named[0].start]) and \
+        not any(d in text[max(lo, named[0].start - 6):named[0].start].lower() for d in lex.data["determiner"])
     return hi > lo and any(lo <= s < hi for s, _, _ in sizes) and not own
 
 
@@ -147,10 +149,18 @@ def _anaphoric(text: str, lex, m: Match, seg: Segments, sites) -> bool:
     while lo > 0 and seg.clause[lo - 1] == seg.clause[m.start]:
         lo -= 1
     before = text[lo:m.start]
+    if _SENTENCE_OPENING.fullmatch(before) and lo > 0 and seg.sentence[lo] == sentence and _after_lesion(text, lex, lo):
+        return True  # "病灶大小约27mm。", "Lesion measures 2 cm.": a bare lesion noun opening the next sentence
     if lex.language == "en":
         words = re.findall(r"[A-Za-z]+", before)[-4:]
         return any(w.lower() in lex.data["determiner"] for w in words)
     return any(d in before[-4:] for d in lex.data["determiner"])
+
+
+def _after_lesion(text: str, lex, pos: int) -> bool:
+    """Whether the sentence just before `pos` (on the same line) names a lesion."""
+    line = text.rfind("\n", 0, pos) + 1
+    return bool(lex.find("lesion", text, line, pos))
 
 
 def _excluded(text, kind, m, category, clause, organ, site_clauses, seg) -> str | None:

@@ -7,7 +7,8 @@
 - Sentences end at '.', '!', '。', '！' and line ends (not at a decimal point: 3.5); clauses also end at ',', ';',
   '，', '；' (not at a decimal comma: 2,5).
 - Sections open at a heading (`rules/sections.json`): a line-opening label ending in ':' / '：' / '】', a known heading
-  alone on its line, or an English FINDINGS / IMPRESSION heading after a sentence end on the same line.
+  alone on its line, or an English FINDINGS / IMPRESSION heading after a sentence end on the same line. A history or
+  technique heading labels its own line only ('History: cough.' then un-headed findings on the next line).
 """
 
 from __future__ import annotations
@@ -139,6 +140,23 @@ def find_sections(text: str, language: str) -> list[Section]:
                 continue  # a line that merely ends: not a heading
         start = match.start() + (len(match.group(0)) - len(match.group(0).lstrip("\n \t")))
         out.append(Section(start, match.end(), cat, name.strip()))
+    return _end_fields(text, out)
+
+
+def _end_fields(text: str, sections: list[Section]) -> list[Section]:
+    """A history or technique heading labels one field ('History: cough.'), not the rest of the report: where its
+    text ends at a line end and no heading follows, the lines after it are findings again."""
+    out = []
+    for k, s in enumerate(sections):
+        out.append(s)
+        if s.category not in ("history", "technique"):
+            continue
+        body = text[s.body:]
+        first = re.search(r"\S", body)
+        end = body.find("\n", first.start()) if first else -1
+        nxt = sections[k + 1].start if k + 1 < len(sections) else len(text)
+        if end >= 0 and s.body + end < nxt and text[s.body + end:nxt].strip():
+            out.append(Section(s.body + end, s.body + end, "findings", ""))
     return out
 
 
