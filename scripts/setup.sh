@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import medgen, monai, transformers, diffusers, SimpleITK" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import medgen, monai, transformers, diffusers, spacy, SimpleITK" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The pinned CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"

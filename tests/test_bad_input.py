@@ -178,6 +178,14 @@ def test_evaluate_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypat
     assert not (tmp_path / "ev").exists()
 
 
+def test_reader_only_evaluation_needs_no_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the reader section draws no plot
+    code, _, err = run(["evaluate", "--out", tmp_path / "ev", "--reader-only"], capsys)
+    assert code == 0, err
+    summary = (tmp_path / "ev" / "summary.md").read_text(encoding="utf-8")
+    assert "report reader only" in summary and "None" not in summary.splitlines()[2]
+
+
 # --- the Python API refuses the same values ----------------------------------------------------------------
 
 def test_deeply_nested_findings_json_is_a_findings_error(tmp_path):

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from medgen.pipelines.default_model import resolve_model_path
     from medgen.pipelines.validation import check_device
 
-    require_extra("matplotlib", "eval")  # the plots come last: say so before any work
+    if not args.reader_only:  # the reader section draws no plot
+        require_extra("matplotlib", "eval")  # the plots come last: say so before any work
     device = check_device(args.device)
     if args.utility:
         return run_utility_benchmark(args, device)

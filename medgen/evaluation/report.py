@@ -121,6 +121,9 @@ def _speed_md(spd: dict) -> list[str]:
 def _plots(results: dict, out_dir: Path) -> list[str]:
     from medgen.errors import require_extra
 
+    if not any(results.get(k) for k in ("fidelity", "calibration", "realism", "speed")):
+        return []  # nothing to plot (a reader-only run): matplotlib is not needed
+
     require_extra("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
@@ -196,10 +199,12 @@ def write_outputs(results: dict, out_dir) -> dict[str, Path]:
     with atomic_path(out_dir / "results.json") as tmp:
         Path(tmp).write_text(json.dumps(clean, indent=1, ensure_ascii=False, allow_nan=False))
     meta = results["meta"]
+    run = ("report reader only" if meta.get("reader_only") else
+           f"grid {meta.get('shape')} at {meta.get('spacing')} mm, {meta.get('num_inference_steps')} steps")
+    sha = f" (sha256 {meta['model_sha256'][:12]}…)" if meta.get("model_sha256") else ""
     lines = [f"# medgen evaluation: {meta.get('model_name', '')}\n",
-             f"Model `{meta.get('model_dir')}` (sha256 {str(meta.get('model_sha256'))[:12]}…), "
-             f"{'quick' if meta.get('quick') else 'full'} run on {meta.get('device')}, grid "
-             f"{meta.get('shape')} at {meta.get('spacing')} mm, {meta.get('num_inference_steps')} steps, "
+             f"Model `{meta.get('model_dir')}`{sha}, "
+             f"{'quick' if meta.get('quick') else 'full'} run on {meta.get('device')}, {run}, "
              f"medgen {meta.get('medgen_version')}, {meta.get('elapsed_s', 0):.0f} s.\n",
              "Every figure is in `results.json`; how each is computed: `evaluation/README.md`.\n"]
     if "bars" in results:
