@@ -169,7 +169,7 @@ def compose_check(args) -> int:
     """Placement + composition on the phantom's normal CT (3 seeds x the 10 reports), read by the analyzer."""
     from medgen.analysis import analyze_volume
     from medgen.findings import Findings
-    from medgen.layout.maisi_labels import MAISI_LABELS, from_coarse
+    from medgen.maisi_labels import MAISI_LABELS, from_coarse
     from medgen.phantom.chest import make_phantom_with_tissues
     from medgen.pipelines.default_model import resolve_model_path
     from medgen.reader import ReportReader

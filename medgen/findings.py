@@ -41,6 +41,10 @@ LABELS = {
     "lesion": 8, "effusion": 9, "airway": 10, "mediastinum": 11,
 }
 LOBE_LABELS = {lobe: LABELS[lobe] for lobe in LOBES}
+# Layout label maps (medgen.layout) add emphysema and one label per lesion (lesion i -> FIRST_LESION_LABEL + i - 1).
+EMPHYSEMA_LABEL = 12
+FIRST_LESION_LABEL = 20
+MAX_LESIONS = 20
 
 
 class FindingsError(ValueError):

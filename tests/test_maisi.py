@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from medgen import maisi_labels as ml
 from medgen.errors import MedgenError, ModelNotFoundError
 from medgen.findings import LABELS, Effusion, Emphysema, Findings, Lesion
-from medgen.layout import maisi_labels as ml
 from medgen.render.maisi import MaisiBundle, MaisiGridError, check_maisi_grid, compose
 from medgen.render.maisi import anatomy as an
 from medgen.volume import Volume, density_to_hu, make_affine

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.findings import LABELS, LOBES
+from medgen.findings import EMPHYSEMA_LABEL, FIRST_LESION_LABEL, LABELS, LOBES, MAX_LESIONS
 
-EMPHYSEMA_LABEL = 12
-FIRST_LESION_LABEL = 20
-MAX_LESIONS = 20
 LAYOUT_LABELS = {**{k: v for k, v in LABELS.items() if k != "lesion"}, "emphysema": EMPHYSEMA_LABEL}
 # Semantic channels of the conditioning tensor, then the density channel (target d inside lesions, 0 elsewhere).
 CHANNELS = ("body", "bone", "lung", "airway", "mediastinum", "lesion", "effusion", "emphysema", "density")

@@ -84,6 +84,39 @@ def resample(field: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
     return out
 
 
+def segment_points(grid: Grid, segments, pad=0.0, chunk: int = 1 << 19):
+    """Voxels near tube segments: yields ``(sid, flat, t, perp)`` chunks.
+
+    For each segment (rows ``x0 y0 z0 x1 y1 z1 r0 r1``), the voxels of its bounding box padded by its
+    largest radius + `pad` (mm, scalar or per segment): segment index, flat index into ``array.reshape(-1)``
+    (boxes may overlap), position along the segment t in [0, 1] and the (M, 3) vector from the nearest axis
+    point to the voxel centre.
+    """
+    segs = np.asarray(segments, dtype=float).reshape(-1, 8)
+    sp, org, shape = np.asarray(grid.spacing), np.asarray(grid.origin), np.asarray(grid.shape)
+    margin = (np.maximum(segs[:, 6], segs[:, 7]) + np.broadcast_to(np.asarray(pad, float), len(segs)))[:, None]
+    lo = np.minimum(segs[:, :3], segs[:, 3:6]) - margin
+    hi = np.maximum(segs[:, :3], segs[:, 3:6]) + margin
+    i0 = np.clip(np.ceil((lo - org) / sp), 0, shape).astype(np.int64)
+    n = np.maximum(np.clip(np.floor((hi - org) / sp).astype(np.int64) + 1, 0, shape) - i0, 0)
+    count = n.prod(axis=1)
+    groups = (np.cumsum(count) - count) // chunk
+    for ids in np.split(np.arange(len(segs)), np.flatnonzero(np.diff(groups)) + 1):
+        cnt = count[ids]
+        if cnt.sum() == 0:
+            continue
+        sid = np.repeat(ids, cnt)
+        local = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        ny, nz = n[sid, 1], n[sid, 2]
+        ijk = i0[sid] + np.stack([local // (ny * nz), (local // nz) % ny, local % nz], axis=1)
+        s = segs[sid]
+        d = s[:, 3:6] - s[:, :3]
+        v = org + ijk * sp - s[:, :3]
+        t = np.clip(np.einsum("ij,ij->i", v, d) / np.maximum(np.einsum("ij,ij->i", d, d), 1e-9), 0.0, 1.0)
+        flat = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
+        yield sid, flat, t, v - t[:, None] * d
+
+
 def tubes(grid: Grid, segments, chunk: int = 1 << 19):
     """Distance fields of tapered tubes, vectorised over segments: yields ``(flat, dist, radius)`` chunks.
 
@@ -95,29 +128,9 @@ def tubes(grid: Grid, segments, chunk: int = 1 << 19):
         segments: (N, 8) rows ``x0, y0, z0, x1, y1, z1, r0, r1`` in mm (radius tapers r0 -> r1).
     """
     segs = np.asarray(segments, dtype=float).reshape(-1, 8)
-    sp, org, shape = np.asarray(grid.spacing), np.asarray(grid.origin), np.asarray(grid.shape)
-    pad = np.maximum(segs[:, 6], segs[:, 7])[:, None] + grid.voxel_mm
-    lo = np.minimum(segs[:, :3], segs[:, 3:6]) - pad
-    hi = np.maximum(segs[:, :3], segs[:, 3:6]) + pad
-    i0 = np.clip(np.ceil((lo - org) / sp), 0, shape).astype(np.int64)
-    n = np.maximum(np.clip(np.floor((hi - org) / sp).astype(np.int64) + 1, 0, shape) - i0, 0)
-    count = n.prod(axis=1)
-    groups = (np.cumsum(count) - count) // chunk
-    for ids in np.split(np.arange(len(segs)), np.flatnonzero(np.diff(groups)) + 1):
-        if count[ids].sum() == 0:
-            continue
-        cnt = count[ids]
-        sid = np.repeat(ids, cnt)
-        local = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        ny, nz = n[sid, 1], n[sid, 2]
-        ijk = i0[sid] + np.stack([local // (ny * nz), (local // nz) % ny, local % nz], axis=1)
+    for sid, flat, t, perp in segment_points(grid, segs, pad=grid.voxel_mm, chunk=chunk):
         s = segs[sid]
-        d = s[:, 3:6] - s[:, :3]
-        v = org + ijk * sp - s[:, :3]
-        t = np.clip(np.einsum("ij,ij->i", v, d) / np.maximum(np.einsum("ij,ij->i", d, d), 1e-9), 0.0, 1.0)
-        dist = np.linalg.norm(v - t[:, None] * d, axis=1)
-        flat = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
-        yield flat, dist, s[:, 6] + (s[:, 7] - s[:, 6]) * t
+        yield flat, np.linalg.norm(perp, axis=1), s[:, 6] + (s[:, 7] - s[:, 6]) * t
 
 
 def partial_volume(dist, radius, voxel_mm: float):

@@ -380,21 +380,8 @@ def _draw_trees(grid, trees, hu, tissue, labels, aerated, hu_table):
 
 
 def _draw_lesion(grid, shape, lesion, n, hu, tissue, labels, lesion_id, lung_space, rng):
-    """Render one lesion at its target mean HU: solid, part-solid (solid core in ground glass) or ground glass."""
-    box, core, rel, spike = shape.render(grid, np.asarray(lesion.center_mm))
-    if box is None:
-        return
-    allowed = lung_space[box]
-    core = core & allowed
-    spike = np.where(allowed & ~core, spike, 0.0)
-    mask = core | (spike >= 0.5)
-    sub = hu[box]
-    frac, h_core, h_rest = les.lesion_hu(lesion.density)
-    under = sub - (sub[core].mean() if core.any() else 0.0)  # ground glass keeps the lung's vessels faintly
-    mottle = gaussian_filter(rng.standard_normal(core.shape).astype(np.float32), [1.5 / s for s in grid.spacing])
-    mottle *= 6.0 / max(float(mottle.std()), 1e-6)
-    inner = core & (rel < frac ** (1 / 3))
-    sub += spike * (h_core - sub)
-    sub[core] = h_rest + (0.45 * under[core] if frac < 1 else mottle[core])
-    sub[inner] = h_core + mottle[inner]
-    tissue[box][mask], labels[box][mask], lesion_id[box][mask] = TISSUES["lesion"], LABELS["lesion"], n
+    """Render one lesion at its target mean HU (`lesions.paint_lesion`) and label its voxels."""
+    painted = les.paint_lesion(grid, shape, lesion, hu, lung_space, rng)
+    if painted is not None:
+        box, mask = painted
+        tissue[box][mask], labels[box][mask], lesion_id[box][mask] = TISSUES["lesion"], LABELS["lesion"], n

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from medgen.findings import LABELS, LOBES, Effusion, Emphysema, Lesion
 from medgen.phantom.anatomy import LEFT, RIGHT, Grid, Thorax, partial_volume, smooth_field
@@ -254,3 +254,26 @@ def apply_emphysema(info: dict, regional: np.ndarray, fine: np.ndarray, lung: np
         return lung, lung
     cut_a, cut_c = np.quantile(values, [1 - info["affected_fraction"], 1 - info["cluster_fraction"]])
     return lung & (field >= cut_a), lung & (field >= cut_c)
+
+
+def paint_lesion(grid: Grid, shape, lesion: Lesion, hu: np.ndarray, space: np.ndarray, rng: np.random.Generator):
+    """Paint one lesion into `hu` (in place) at its target mean HU: solid, part-solid (solid core in ground glass)
+    or ground glass, only where `space` allows. Returns ``(box, mask)`` of the voxels it now owns, or None when
+    the lesion falls outside the grid. Both phantoms draw lesions with it."""
+    box, core, rel, spike = shape.render(grid, np.asarray(lesion.center_mm))
+    if box is None:
+        return None
+    allowed = space[box]
+    core = core & allowed
+    spike = np.where(allowed & ~core, spike, 0.0)
+    mask = core | (spike >= 0.5)
+    sub = hu[box]
+    frac, h_core, h_rest = lesion_hu(lesion.density)
+    under = sub - (sub[core].mean() if core.any() else 0.0)  # ground glass keeps the lung's vessels faintly
+    mottle = gaussian_filter(rng.standard_normal(core.shape).astype(np.float32), [1.5 / s for s in grid.spacing])
+    mottle *= 6.0 / max(float(mottle.std()), 1e-6)
+    inner = core & (rel < frac ** (1 / 3))
+    sub += spike * (h_core - sub)
+    sub[core] = h_rest + (0.45 * under[core] if frac < 1 else mottle[core])
+    sub[inner] = h_core + mottle[inner]
+    return box, mask

@@ -82,6 +82,3 @@ class Canvas:
             dist = np.sqrt(np.einsum("ij,ij->i", perp, perp)) - (s[:, 6] + (s[:, 7] - s[:, 6]) * t)
             for grow, label, tissue, only in layers:
                 self.paint_flat(flat[dist <= grow], label, tissue, only)
-
-    def is_label(self, box, ids):
-        return np.isin(self.label[box], np.asarray(list(ids), np.uint8))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.phantom.anatomy import Grid, polyline
+from medgen.phantom.anatomy import Grid, polyline, segment_points
 
 __all__ = ["Grid", "polyline", "spline", "ellipsoid_sdf", "capsule_sdf", "segment_points", "frame",
-           "shell_fraction", "smooth_min"]
+           "shell_fraction"]
 
 
 def spline(points, n: int = 24) -> np.ndarray:
@@ -70,12 +70,6 @@ def capsule_sdf(x, y, z, a, b, r0, r1=None):
     return dist - (r0 + (r1 - r0) * t)
 
 
-def smooth_min(a, b, k: float):
-    """Polynomial smooth minimum (blend width k mm) of two distance fields."""
-    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
-    return b + (a - b) * h - k * h * (1.0 - h)
-
-
 def shell_fraction(sdf, thickness: float, step: float):
     """Cortical fraction of a bone sample of size `step` (mm) whose centre lies at depth `sdf` (<= 0) in a bone
     with a cortex of `thickness`: the share of the sample's extent [sdf - step/2, sdf + step/2] that lies in the
@@ -89,34 +83,3 @@ def shell_fraction(sdf, thickness: float, step: float):
     return np.clip(overlap / h, 0.0, 1.0).astype(np.float32)
 
 
-def segment_points(grid: Grid, segments, pad=0.0, chunk: int = 1 << 19):
-    """Voxels near tube segments: yields ``(sid, flat, t, perp)`` chunks.
-
-    For each segment (rows ``x0 y0 z0 x1 y1 z1 r0 r1``), the voxels of its bounding box padded by its
-    largest radius + `pad` (mm, scalar or per segment): segment index, flat index into ``array.reshape(-1)``
-    (boxes may overlap), position along the segment t in [0, 1] and the (M, 3) vector from the nearest axis
-    point to the voxel centre.
-    """
-    segs = np.asarray(segments, dtype=float).reshape(-1, 8)
-    sp, org, shape = np.asarray(grid.spacing), np.asarray(grid.origin), np.asarray(grid.shape)
-    margin = (np.maximum(segs[:, 6], segs[:, 7]) + np.broadcast_to(np.asarray(pad, float), len(segs)))[:, None]
-    lo = np.minimum(segs[:, :3], segs[:, 3:6]) - margin
-    hi = np.maximum(segs[:, :3], segs[:, 3:6]) + margin
-    i0 = np.clip(np.ceil((lo - org) / sp), 0, shape).astype(np.int64)
-    n = np.maximum(np.clip(np.floor((hi - org) / sp).astype(np.int64) + 1, 0, shape) - i0, 0)
-    count = n.prod(axis=1)
-    groups = (np.cumsum(count) - count) // chunk
-    for ids in np.split(np.arange(len(segs)), np.flatnonzero(np.diff(groups)) + 1):
-        cnt = count[ids]
-        if cnt.sum() == 0:
-            continue
-        sid = np.repeat(ids, cnt)
-        local = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        ny, nz = n[sid, 1], n[sid, 2]
-        ijk = i0[sid] + np.stack([local // (ny * nz), (local // nz) % ny, local % nz], axis=1)
-        s = segs[sid]
-        d = s[:, 3:6] - s[:, :3]
-        v = org + ijk * sp - s[:, :3]
-        t = np.clip(np.einsum("ij,ij->i", v, d) / np.maximum(np.einsum("ij,ij->i", d, d), 1e-9), 0.0, 1.0)
-        flat = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
-        yield sid, flat, t, v - t[:, None] * d

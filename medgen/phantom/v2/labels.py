@@ -1,11 +1,8 @@
 """Label ids and tissue classes of phantom v2.
 
-Every structure the phantom draws is labelled with the id of its name in MAISI's CT label dictionary, read
-from the dictionary file that `medgen.layout.maisi_labels` reads (``medgen/layout/maisi_label_dict.json``;
-the module itself is not imported: `medgen.layout` imports `medgen.phantom`, so importing it here would
-make an import cycle). No MAISI id is written here: `label_id` looks names up. Pleural effusion and
-emphysema take medgen's own ids, outside MAISI's range; tests check that they equal
-`medgen.layout.maisi_labels.MEDGEN_EFFUSION_ID` / `MEDGEN_EMPHYSEMA_ID`.
+Every structure the phantom draws is labelled with the id of its name in MAISI's CT label dictionary
+(`medgen.maisi_labels`). No MAISI id is written here: `label_id` looks names up. Pleural effusion and
+emphysema take medgen's own ids, outside MAISI's range (`MEDGEN_EFFUSION_ID` / `MEDGEN_EMPHYSEMA_ID`).
 
 Structures with no MAISI name carry the label of what surrounds them: the pulmonary trunk and the central
 pulmonary arteries (MAISI has no pulmonary-artery label) and the intervertebral discs are ``body``; the
@@ -14,12 +11,7 @@ intrapulmonary arteries and small veins are part of their lobe (as lobe masks in
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-LABEL_DICT_FILE = Path(__file__).resolve().parents[2] / "layout" / "maisi_label_dict.json"
-MAISI_LABELS: dict[str, int] = {str(k): int(v) for k, v in json.loads(LABEL_DICT_FILE.read_text("utf-8")).items()}
-MEDGEN_EFFUSION_ID, MEDGEN_EMPHYSEMA_ID = 210, 211  # medgen's own ids (see medgen.layout.maisi_labels)
+from medgen.maisi_labels import MAISI_LABELS, MEDGEN_EFFUSION_ID, MEDGEN_EMPHYSEMA_ID
 
 VERTEBRAE = ("C7", *(f"T{i}" for i in range(1, 13)), "L1", "L2")
 LOBE_NAMES = {"right_upper": "right lung upper lobe", "right_middle": "right lung middle lobe",

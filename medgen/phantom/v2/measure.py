@@ -11,8 +11,6 @@ from scipy.ndimage import binary_dilation, binary_erosion
 
 from medgen.findings import LOBES
 from medgen.phantom.v2.labels import (
-    AIRWAY,
-    BODY,
     LOBE_IDS,
     LUNG_IDS,
     TISSUES,
@@ -121,7 +119,3 @@ def tree_summary(trees: dict) -> dict:
     return {"segmental_right": right, "segmental_left": left,
             "airway_generations": generations(trees["airway"], 0.7),
             "artery_generations": generations(trees["artery"]), "vein_generations": generations(trees["vein"])}
-
-
-def body_present(labels) -> bool:
-    return bool((labels.array == BODY).any() and (labels.array == AIRWAY).any())

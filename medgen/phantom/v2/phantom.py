@@ -29,7 +29,7 @@ from medgen.volume import Volume, density_to_hu, make_affine
 
 PHANTOM_VERSION = 2
 PLAN_MM = v1.PLAN_MM
-MAX_SAMPLES_PER_SLAB = 6_000_000
+MAX_SAMPLES_PER_SLAB = 16_000_000
 AERATED = (*LUNG_IDS, EMPHYSEMA)
 
 
@@ -257,22 +257,10 @@ def _draw_lesions(grid: Grid, findings: Findings, plan: dict, ct, lab, tis, rng)
     lesion_ids = np.zeros(grid.shape, np.uint8)
     space = np.isin(lab, (*AERATED, EFFUSION))
     for n, (lesion, shape) in enumerate(zip(findings.lesions, plan["shapes"], strict=True), start=1):
-        box, core, rel, spike = shape.render(grid, np.asarray(lesion.center_mm))
-        if box is None:
+        painted = v1.paint_lesion(grid, shape, lesion, ct, space, rng)
+        if painted is None:
             continue
-        ok = space[box]
-        core = core & ok
-        spike = np.where(ok & ~core, spike, 0.0)
-        mask = core | (spike >= 0.5)
-        frac, h_core, h_rest = v1.lesion_hu(lesion.density)
-        sub = ct[box]
-        under = sub - (sub[core].mean() if core.any() else 0.0)
-        mottle = gaussian_filter(rng.standard_normal(core.shape).astype(np.float32), [1.5 / s for s in grid.spacing])
-        mottle *= 6.0 / max(float(mottle.std()), 1e-6)
-        inner = core & (rel < frac ** (1 / 3))
-        sub += (spike * (h_core - sub)).astype(np.float32)
-        sub[core] = h_rest + (0.45 * under[core] if frac < 1 else mottle[core])
-        sub[inner] = h_core + mottle[inner]
+        box, mask = painted
         lab[box][mask], lesion_ids[box][mask] = TUMOR, n
         if tis is not None:
             tis[box][mask] = TISSUES["lesion"]

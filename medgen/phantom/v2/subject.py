@@ -150,6 +150,3 @@ class Subject:
         yc = self.y0 + 0.5 * (self.y_vb(z) - self.y_spine) + 8.0 * np.clip(-u, 0, 1)
         n = 2.0 + 0.5 * np.clip(u / 0.6, 0, 1)
         return self.A * a_prof, self.B_front * f_prof, self.B_back * b_prof, yc, n
-
-    def to_json(self) -> dict:
-        return dict(self.p)

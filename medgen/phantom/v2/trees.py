@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.phantom.v2.geom import polyline
-
 MIN_LUMEN_MM = 0.7
 MURRAY = 2.6
 # name: (parent, direction for the right lung (x mirrored on the left), length mm, lumen radius / trachea radius,
@@ -27,12 +25,12 @@ _RIGHT = {
     "RB2": ("RUL", (0.45, -0.8, 0.35), 14, 0.36, "right_upper", True),
     "RB3": ("RUL", (0.4, 0.9, -0.1), 14, 0.36, "right_upper", True),
     "BI": ("RMB", (0.2, -0.1, -0.97), 26, 0.6, None, False),
-    "RML": ("BI", (0.25, 0.85, -0.45), 14, 0.42, "right_middle", False),
+    "RML": ("BI", (0.25, 0.85, -0.45), 14, 0.38, "right_middle", False),
     "RB4": ("RML", (0.8, 0.5, -0.3), 14, 0.32, "right_middle", True),
     "RB5": ("RML", (0.1, 0.9, -0.4), 14, 0.32, "right_middle", True),
     "RLL": ("BI", (0.1, -0.15, -0.98), 10, 0.55, "right_lower", False),
     "RB6": ("RLL", (0.25, -0.95, 0.15), 14, 0.36, "right_lower", True),
-    "RBT": ("RLL", (0.1, -0.1, -1.0), 14, 0.47, "right_lower", False),
+    "RBT": ("RLL", (0.1, -0.1, -1.0), 14, 0.42, "right_lower", False),
     "RB7": ("RBT", (-0.15, 0.2, -0.97), 14, 0.32, "right_lower", True),
     "RB8": ("RBT", (0.35, 0.65, -0.7), 16, 0.34, "right_lower", True),
     "RB9": ("RBT", (0.65, -0.05, -0.76), 16, 0.34, "right_lower", True),
@@ -41,15 +39,15 @@ _RIGHT = {
 _LEFT = {
     "LMB": (None, (0.7, -0.15, -0.7), 46, 0.66, None, False),
     "LUL": ("LMB", (0.75, 0.45, 0.35), 12, 0.55, "left_upper", False),
-    "LUD": ("LUL", (0.4, 0.2, 0.9), 10, 0.47, "left_upper", False),
+    "LUD": ("LUL", (0.4, 0.2, 0.9), 10, 0.40, "left_upper", False),
     "LB1+2": ("LUD", (0.3, -0.55, 0.8), 14, 0.36, "left_upper", True),
     "LB3": ("LUD", (0.35, 0.9, 0.1), 14, 0.36, "left_upper", True),
-    "LING": ("LUL", (0.45, 0.6, -0.65), 12, 0.42, "left_upper", False),
+    "LING": ("LUL", (0.45, 0.6, -0.65), 12, 0.37, "left_upper", False),
     "LB4": ("LING", (0.75, 0.55, -0.3), 12, 0.32, "left_upper", True),
     "LB5": ("LING", (0.35, 0.65, -0.7), 12, 0.32, "left_upper", True),
     "LLL": ("LMB", (0.2, -0.15, -0.97), 12, 0.55, "left_lower", False),
     "LB6": ("LLL", (0.25, -0.95, 0.15), 14, 0.36, "left_lower", True),
-    "LBT": ("LLL", (0.1, -0.1, -1.0), 14, 0.47, "left_lower", False),
+    "LBT": ("LLL", (0.1, -0.1, -1.0), 14, 0.42, "left_lower", False),
     "LB7+8": ("LBT", (0.15, 0.65, -0.75), 16, 0.34, "left_lower", True),
     "LB9": ("LBT", (0.65, -0.05, -0.76), 16, 0.34, "left_lower", True),
     "LB10": ("LBT", (0.2, -0.65, -0.75), 16, 0.36, "left_lower", True),
@@ -196,6 +194,3 @@ def generations(branches, min_radius: float = 0.0) -> int:
     """Deepest generation (trachea = 0) among branches of radius >= `min_radius`."""
     gens = [b.generation for b in branches if b.radius >= min_radius]
     return max(gens) if gens else 0
-
-
-__all__ = ["build_trees", "segments", "generations", "named_airways", "SEGMENTAL", "polyline"]

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, map_coordinates
 
 from medgen.errors import InputFileError, MedgenError
-from medgen.layout.maisi_labels import BODY_ID, LOBE_IDS, MAISI_LABELS
+from medgen.maisi_labels import BODY_ID, LOBE_IDS, MAISI_LABELS
 from medgen.volume import Volume
 
 REQUIRED_IDS = tuple(sorted(LOBE_IDS.values()))

@@ -166,7 +166,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _check_label_dict(label_dict: dict, path: Path) -> None:
-    from medgen.layout.maisi_labels import MAISI_LABELS
+    from medgen.maisi_labels import MAISI_LABELS
 
     changed = sorted(k for k, v in MAISI_LABELS.items() if label_dict.get(k) != v)
     if changed:

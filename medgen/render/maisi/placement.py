@@ -1,6 +1,6 @@
 """Findings placed in a real anatomy in MAISI's label space.
 
-The MAISI anatomy is mapped to medgen's coarse table (`medgen.layout.maisi_labels.to_coarse`) and the findings
+The MAISI anatomy is mapped to medgen's coarse table (`medgen.maisi_labels.to_coarse`) and the findings
 are placed the way `medgen.edit.place` places them in a real CT, with the phantom's own placement
 (`medgen.phantom.lesions`: shapes, tiers, 5 mm planning grid; this package sits below `medgen.edit`, so the
 few lines of glue are its own): pleural fluid first, filling the most dependent part of that side's lung by
@@ -22,7 +22,7 @@ import numpy as np
 
 from medgen.findings import LABELS, LOBE_LABELS, Findings, Lesion
 from medgen.layout.labels import EMPHYSEMA_LABEL, FIRST_LESION_LABEL, MAX_LESIONS, label_table
-from medgen.layout.maisi_labels import (
+from medgen.maisi_labels import (
     LUNG_TUMOR_ID,
     MAISI_LABELS,
     MEDGEN_EFFUSION_ID,

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from medgen.layout.maisi_labels import (
+from medgen.maisi_labels import (
     BODY_ID,
     LOBE_IDS,
     LUNG_TUMOR_ID,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.layout.maisi_labels import LABEL_DICT_FILE, MAISI_LABELS, from_coarse
+from medgen.maisi_labels import LABEL_DICT_FILE, MAISI_LABELS, from_coarse
 from medgen.render.maisi.bundle import HU_STATISTICS, INFER_CONFIG, LABEL_DICT, VERSIONS
 from medgen.render.maisi.renderer import STANDIN_MARKER
 

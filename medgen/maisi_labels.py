@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.findings import LABELS
-from medgen.layout.labels import EMPHYSEMA_LABEL, FIRST_LESION_LABEL, MAX_LESIONS
+from medgen.findings import EMPHYSEMA_LABEL, FIRST_LESION_LABEL, LABELS, MAX_LESIONS
 
 LABEL_DICT_FILE = Path(__file__).with_name("maisi_label_dict.json")
 
