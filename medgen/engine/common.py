@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medgen.engine.distributed import DistContext, ResumableSampler
+from medgen.engine.distributed import DistContext, ResumableSampler, init_distributed
 
 __all__ = ["BatchStream", "RunLogger", "autocast", "finite_step", "run_and_close", "seed_everything"]
 
@@ -128,3 +128,17 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def start_run(trainer, config: dict, key: str, *, device, progress: bool, ctx: DistContext | None) -> None:
+    """The set-up every trainer of a YAML recipe shares: its config section `key`, the distributed context,
+    progress on the main process only, the output folder and the seeded RNGs (set as attributes of `trainer`)."""
+    from medgen.config import resolve_path
+
+    trainer.config, trainer.tc = config, config[key]
+    trainer.ctx = ctx or init_distributed(device)
+    trainer.device = trainer.ctx.device
+    trainer.progress = progress and trainer.ctx.is_main
+    trainer.out = resolve_path(config["output_dir"], config)
+    trainer.seed = int(config.get("seed", 0))
+    seed_everything(trainer.seed)

@@ -28,8 +28,16 @@ from tqdm.auto import tqdm
 
 from medgen.config import public_config, resolve_path
 from medgen.engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from medgen.engine.common import BatchStream, RunLogger, autocast, finite_step, run_and_close, seed_everything
-from medgen.engine.distributed import DistContext, init_distributed
+from medgen.engine.common import (
+    BatchStream,
+    RunLogger,
+    autocast,
+    finite_step,
+    run_and_close,
+    seed_everything,
+    start_run,
+)
+from medgen.engine.distributed import DistContext
 from medgen.engine.optim import make_optimizer, set_learning_rates
 from medgen.engine.state import EMA, GradClipper
 from medgen.training.latents import LatentDataset, cache_latents, collate_latents, read_index
@@ -106,13 +114,7 @@ class LDMTrainer:
         from medgen.diffusion import build_scheduler
         from medgen.models import ConditionalUNet
 
-        self.config, self.tc = config, config["train_ldm"]
-        self.ctx = ctx or init_distributed(device)
-        self.device = self.ctx.device
-        self.progress = progress and self.ctx.is_main
-        self.out = resolve_path(config["output_dir"], config)
-        self.seed = int(config.get("seed", 0))
-        seed_everything(self.seed)
+        start_run(self, config, "train_ldm", device=device, progress=progress, ctx=ctx)
         resolve_path(config["data"]["manifest"], config, must_exist=True)  # fail before any work
         if not (self.out / "autoencoder" / "config.json").is_file():
             raise FileNotFoundError(f"{self.out / 'autoencoder'}: no trained autoencoder; run `medgen train vae` first")

@@ -29,8 +29,16 @@ from tqdm.auto import tqdm
 
 from medgen.config import public_config, resolve_path
 from medgen.engine.checkpoint import CheckpointManager, get_rng_state, load_checkpoint, set_rng_state
-from medgen.engine.common import BatchStream, RunLogger, autocast, finite_step, run_and_close, seed_everything
-from medgen.engine.distributed import DistContext, init_distributed
+from medgen.engine.common import (
+    BatchStream,
+    RunLogger,
+    autocast,
+    finite_step,
+    run_and_close,
+    seed_everything,
+    start_run,
+)
+from medgen.engine.distributed import DistContext
 from medgen.engine.optim import make_optimizer, set_learning_rates
 from medgen.engine.state import GradClipper
 
@@ -121,14 +129,7 @@ class VAETrainer:
 
         from medgen.models.autoencoder import build_autoencoder, build_discriminator
 
-        self.config = config
-        self.tc = config["train_vae"]
-        self.ctx = ctx or init_distributed(device)
-        self.device = self.ctx.device
-        self.progress = progress and self.ctx.is_main
-        self.out = resolve_path(config["output_dir"], config)
-        self.seed = int(config.get("seed", 0))
-        seed_everything(self.seed)
+        start_run(self, config, "train_vae", device=device, progress=progress, ctx=ctx)
 
         self.autoencoder = build_autoencoder(config["autoencoder"]).to(self.device)
         self.discriminator = build_discriminator(config["discriminator"]).to(self.device)
