@@ -25,9 +25,10 @@ from medgen.findings import LOBES, Findings
 from medgen.phantom.v2 import make_phantom_v2, render_phantom_v2
 from medgen.phantom.v2 import measure as m
 from medgen.phantom.v2.subject import predicted_tlc
+from medgen.seeds import SEED_RANGES
 
 DOCS = harness.ROOT / "docs"
-FIRST_SEED = 70_000_000  # outside every range of medgen/seeds.py (subjects, then timing at + 10_000)
+FIRST_SEED = SEED_RANGES["phantom_v2.anatomy"].start  # subjects, then timing at + 10_000 (medgen.seeds)
 # Weibel 1963, model A: airway lumen diameter (mm) by generation, trachea = 0
 WEIBEL_MM = {1: 12.2, 2: 8.3, 3: 5.6, 4: 4.5, 5: 3.5, 6: 2.8}
 YAMADA = {"right_fraction": (53.6, 1.5), "right_upper": (17.9, 2.4), "right_middle": (9.3, 1.6),
