@@ -2,7 +2,6 @@
 
 import itertools
 
-import numpy as np
 import pytest
 
 from medgen.seeds import SEED_RANGES, is_held_out

@@ -33,9 +33,9 @@ import numpy as np
 from medgen._version import __version__
 from medgen.dataset.manifest import write_manifest
 from medgen.errors import OutputExistsError
-from medgen.seeds import is_held_out
 from medgen.findings import LABELS
 from medgen.io.atomic import atomic_dir
+from medgen.seeds import is_held_out
 from medgen.volume import DENSITY_WORD_DEFAULTS, density_class, hu_to_density
 
 LANGUAGES = ("en", "zh")

@@ -12,6 +12,7 @@ from scipy.ndimage import label
 from tqdm import tqdm
 
 from medgen.findings import LABELS, Findings
+from medgen.seeds import SEED_RANGES
 from medgen.slices.data import (
     SliceConfig,
     SliceSample,
@@ -20,7 +21,6 @@ from medgen.slices.data import (
     lung_indices,
     slice_transform,
 )
-from medgen.seeds import SEED_RANGES
 from medgen.volume import Volume
 
 TRAIN_SEED0 = SEED_RANGES["slices.train"].start  # phantom seeds for slice training sets
