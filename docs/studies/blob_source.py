@@ -8,7 +8,8 @@ sees how a volume was made) counts what each stage adds:
    the subject's exact layout);
 3. the decoder alone: a zero latent decoded with the subject's layout (what the decoder draws from the label
    map when the latent carries nothing);
-4. the full model: generation from the subject's (normal) findings, same anatomy by construction of the layout.
+4. the full model: generation from the subject's (normal) findings, same anatomy by construction of the layout;
+5. the same with the lung-field constraint (`medgen.render.lung_field`, off by default).
 
     .venv/bin/python docs/studies/blob_source.py --n 20 --out docs/studies/blob_source.md
 """
@@ -29,11 +30,12 @@ from medgen.phantom.chest import make_phantom
 from medgen.pipelines import ReportToVolumePipeline
 from medgen.pipelines.default_model import default_model_path
 from medgen.pipelines.layout_stage import layout_tensors
+from medgen.render.lung_field import DEFAULT_RADIUS_MM
 from medgen.seeds import SEED_RANGES
 from medgen.volume import Volume, hu_to_intensity
 
 STAGES = ("phantom", "autoencoder (encode -> decode)", "decoder alone (zero latent + layout)",
-          "full model (normal findings)")
+          "full model (normal findings)", "full model + lung-field constraint (ball 7.5 mm)")
 
 
 def unasked(volume: Volume, min_lesion_mm: float = 10.0) -> dict:
@@ -55,8 +57,11 @@ def stage_volumes(pipe, seed: int) -> list[Volume]:
     z = pipe.autoencoder.encode(x.to(pipe.device))[0] * float(pipe.config["scale_factor"])
     affine = phantom.image.affine
     generated = pipe(findings=Findings(), seed=seed, progress=False).volume
+    pipe.config["lung_field_radius_mm"] = DEFAULT_RADIUS_MM
+    constrained = pipe(findings=Findings(), seed=seed, progress=False).volume
+    pipe.config["lung_field_radius_mm"] = None
     return [phantom.image, Volume(pipe.decode(z, full)[0], affine),
-            Volume(pipe.decode(torch.zeros_like(z), full)[0], affine), generated]
+            Volume(pipe.decode(torch.zeros_like(z), full)[0], affine), generated, constrained]
 
 
 def main() -> None:

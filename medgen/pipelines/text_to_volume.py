@@ -31,6 +31,7 @@ from medgen.pipelines import validation as check
 from medgen.pipelines.result import GenerationResult
 from medgen.refine import GridPlan, TrilinearStage, plan_grid
 from medgen.refine.cascade import refine_batch, upsample_label_volume
+from medgen.render.lung_field import remove_unasked_structure
 from medgen.volume import Volume, intensity_to_hu, make_affine
 
 DEFAULT_SEED = 0
@@ -214,8 +215,9 @@ class ReportToVolumePipeline:
         # 5. Denoise
         latents = self.denoise(request, encoding, null_encoding, latent_shape, generator, progress, layouts,
                                pooled_layout)
-        # 6. Decode
+        # 6. Decode; the normal lung field keeps only what the layout holds
         hu = self.decode(latents, full_layout)
+        hu = self.constrain_lung_field(hu, layouts, request.spacing)
         # 7. Refine to the output grid (x2 per stage, slab by slab)
         hu, stage_names = refine_batch(hu, request.grid.stages, request.spacing, stages=self.cascade_stages(
             request.grid.stages), progress=progress)
@@ -223,6 +225,16 @@ class ReportToVolumePipeline:
         results = self.wrap(request, hu, latents, elapsed_s=time.perf_counter() - started, readings=readings,
                             layouts=layouts, stage_names=stage_names)
         return results if isinstance(report, (list, tuple)) else results[0]
+
+    def constrain_lung_field(self, hu: np.ndarray, layouts: list, spacing) -> np.ndarray:
+        """Take lesion-sized bright structure out of the normal lung field of each layout
+        (`medgen.render.lung_field`) when ``config["lung_field_radius_mm"]`` is set (e.g. `DEFAULT_RADIUS_MM`);
+        off by default until a full `medgen evaluate` has measured it (docs/studies/blob_source.md)."""
+        radius = self.config.get("lung_field_radius_mm")
+        if not layouts or radius is None:
+            return hu
+        return np.stack([remove_unasked_structure(h, np.asarray(layout.labels.array), spacing, radius_mm=radius)
+                         for h, layout in zip(hu, layouts, strict=True)])
 
     def cascade_stages(self, n: int) -> list:
         """The `n` x2 stages to run: the learned refiner's where it has them, trilinear beyond."""
