@@ -45,12 +45,12 @@ SEED_RANGES: dict[str, SeedRange] = {
     "refiner.train": SeedRange(REFINER_SEED * 10_000_000 + 100_000, 300_000, False, "refiner training patches"),
     "refiner.val": SeedRange(REFINER_SEED * 10_000_000 + 1_100_000, 300_000, True, "refiner validation patches"),
     # the lesion analyzer's thresholds are calibrated on the first range and reported on the second, which no
-    # tuning ever drew from (docs/studies/validate_analyzer.py --recall); case i with lesions has seed start + i,
-    # normal case i seed start + ANALYSIS_NORMAL_OFFSET + i
+    # tuning ever drew from (docs/studies/validate_analyzer.py); case i with lesions has seed start + i, normal
+    # case i seed start + ANALYSIS_NORMAL_OFFSET + i (phantom-v2 cases of validate_analyzer.py: index 90,000+ / 95,000+)
     "analysis.calibration": SeedRange(51_000_000, 100_000, False,
-                                      "validate_analyzer.py --recall --range calibration: analyzer tuning phantoms"),
+                                      "validate_analyzer.py --ranges analysis.calibration: analyzer tuning phantoms"),
     "analysis.validation": SeedRange(50_000_000, 100_000, True,
-                                     "validate_analyzer.py --recall: held-out analyzer recall phantoms"),
+                                     "validate_analyzer.py: held-out analyzer recall phantoms"),
     "phantom_v2.anatomy": SeedRange(70_000_000, 100_000, True,
                                     "benchmarks/bench_phantom_v2_anatomy.py: phantom v2 anatomy measurement"),
     "studies.blob_source": SeedRange(60_000_000, 100_000, True, "docs/studies/blob_source.py: normal subjects"),

@@ -1,19 +1,32 @@
 """Focal lung lesion detection and segmentation from HU and geometry alone.
 
 Lesions are compact regions of raised attenuation inside the lung cavity. The hard part is the
-pulmonary vessels: at 5 mm voxels their partial-volume halo looks like ground glass. Three facts
+pulmonary vessels: at 5 mm voxels their partial-volume halo looks like ground glass. Four facts
 separate them (all measured on procedural phantoms, see docs/studies/analyzer_accuracy.md):
 
-* a lesion is >= 3 voxels thick in every direction (survives a 1-voxel ball opening) and compact;
+* a lesion is >= 2 voxels (10 mm) thick in every direction and compact;
 * a lesion has sharp edges, so the lung shell around it is mostly clear; a vessel continues through
   its own shell (`shell_hi`, the fraction of the surrounding lung shell above the threshold);
+* a lesion is a plateau: its voxels sit within noise of one HU level (two for a part-solid lesion, its
+  solid core and its ground-glass halo), while a cluster of vessels spreads over every HU between lung
+  and blood (`plateau`, the fraction of voxels within `PLATEAU_HU` of their level);
 * a lesion has a solid core (> -300 HU) or a ground-glass plateau; vessels sit in between.
 
-Seeds are searched twice: solid seeds (> -300 HU) first, then ground-glass seeds (> lung + 55 HU) that
-are not mostly the halo of an accepted solid lesion. A thick seed is re-opened at 60 % of its inscribed
-radius to cut off attached vessels. Each seed grows by whole voxel layers while most of the next layer
-is above the threshold (part-solid halos); of the last, incomplete layer only halo-bright voxels are
-measured. Candidates are then accepted or rejected by shape (`RULES`).
+Seeds are searched in three passes: solid seeds (> -300 HU), plateau seeds (10 mm cubes above the
+ground-glass threshold whose HU spread is at most `FLAT_HU`: ground glass among vessels) and ground-glass
+seeds (> lung + 55 HU); a seed that mostly overlaps an accepted lesion is skipped. Solid and ground-glass
+seeds are the parts of the thresholded lung that hold a 5 mm ball or a 10 mm cube; a thick seed is
+re-opened at 60 % of its inscribed radius to cut off attached vessels. Each seed grows by whole voxel
+layers while most of the next layer is above the threshold (part-solid halos); of the last, incomplete
+layer only halo-bright voxels are measured. Candidates are accepted or rejected by shape and plateau
+(`RULES`).
+
+Lesions against the chest wall or the diaphragm are not holes of the aerated lung, so the search space
+is the lung cavity plus the tissue that a closing of each lung with a `WALL_CLOSE_MM` ball adds lateral
+of that lung's medial edge. A candidate that lies mostly there must touch the wall laterally or from
+below and lie `WALL_MIDLINE_MM` from the body midline: against the mediastinum and the hila a lesion
+cannot be told from vessels and the heart at 5 mm, and only lesions that reach into the aerated lung are
+found there.
 """
 
 from __future__ import annotations
@@ -23,22 +36,40 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from medgen.analysis.segment import ChestSegmentation, bbox, dilate_mm, dist_outside, opening_mm
+from medgen.analysis.segment import ChestSegmentation, bbox, closing_mm, dilate_mm, dist_outside, opening_mm
 
 GGO_DELTA_HU = 55.0  # ground glass is >= 100 HU above lung; vessels' faint halo is below this
 GGO_FLOOR_HU = -800.0  # never call anything below this a lesion (emphysematous lung islands)
 SOLID_HU = -300.0  # solid component threshold (midway lung / soft tissue)
 BONE_HU = 200.0  # above any lesion: ribs and calcium are excluded from the lesion masks
-OPEN_MM = 5.0  # opening radius: a lesion core is at least this far from its edge in every direction
+OPEN_MM = 5.0  # opening radius: a lesion core is at least this far from its edge in every direction ...
+SEED_CUBE_MM = 10.0  # ... or holds a cube of this side (at least 2 voxels a side): 15 mm lesions at 5 mm voxels
 HALO_HU = -730.0  # an incomplete outer layer of a solid lesion keeps voxels above this (ground-glass halo)
 MAX_LAYERS = 4  # at most this many voxel layers of halo around a solid core
-# acceptance rule (phantom-calibrated); relaxed for large lesions, which vessels never mimic
-MIN_VOLUME_ML = 2.0
-RULES = (  # (seed kind or None, min volume ml, min compactness, max elongation, max shell, max outer shell)
-    (None, 15.0, 0.62, 2.2, 0.20, 0.22),
-    (None, 8.0, 0.80, 1.5, 0.26, 0.26),
-    ("solid", MIN_VOLUME_ML, 0.72, 1.8, 0.20, 0.22),
-    ("ground-glass", MIN_VOLUME_ML, 0.72, 1.8, 0.14, 0.22),
+# plateau: a lesion's voxels lie within PLATEAU_HU of the median of their level (solid above SOLID_HU, ground
+# glass below), 3-6 x the phantom's image noise (10-18 HU); plateau seeds are seed cubes spanning <= FLAT_HU
+PLATEAU_HU = 60.0
+FLAT_HU = 80.0
+PASSES = ("solid", "plateau", "ground-glass")  # seed passes, in order; plateau seeds grow like ground glass
+# wall-attached lesions (see the module docstring)
+WALL_CLOSE_MM = 25.0  # radius of the closing that adds the tissue bulging into each lung (lesions up to 50 mm)
+WALL_FRACTION = 0.25  # a candidate with more than this fraction of its voxels outside the aerated cavity is on the wall
+WALL_MIDLINE_MM = 40.0  # ... and must lie this far from the body midline (mediastinum and hila)
+WALL_DIRECTION = 0.3  # ... and touch the wall laterally or from below: that component of the unit contact direction
+# acceptance rules, calibrated on the phantoms of seed range analysis.calibration (docs/studies/validate_analyzer.py
+# --recall-only --ranges analysis.calibration); a candidate is a lesion when it meets every bound of one row. The
+# shape-only rows of earlier versions now also ask for a plateau: a seed spread over many HU is a vessel cluster
+MIN_VOLUME_ML = 1.5
+RULES = (  # (seed kind or None, min volume ml, min compactness, max elongation, max shell, max outer shell,
+    #          min plateau of the seed, min plateau of the measured region)
+    (None, 15.0, 0.62, 2.2, 0.20, 0.22, 0.60, 0.0),  # large and sharp-edged (vessels never mimic these)
+    (None, 8.0, 0.80, 1.5, 0.26, 0.26, 0.60, 0.0),
+    ("solid", 2.0, 0.72, 1.8, 0.20, 0.22, 0.75, 0.0),
+    ("ground-glass", 2.0, 0.72, 1.8, 0.14, 0.22, 0.75, 0.0),
+    (None, 3.0, 0.70, 2.0, 0.30, 0.30, 0.90, 0.80),  # a plateau with vessels touching it
+    (None, 2.0, 0.70, 1.8, 0.25, 0.30, 0.90, 0.80),
+    (None, 3.0, 0.80, 1.5, 0.45, 0.35, 0.95, 0.60),  # a round, flat core among vessels
+    (None, MIN_VOLUME_ML, 0.75, 1.9, 0.10, 0.10, 0.95, 0.90),  # a small, isolated, flat lesion (15-17 mm)
 )
 
 
@@ -59,11 +90,22 @@ class LesionCandidate:
     side_code: int
 
     @property
+    def wall_ok(self) -> bool:
+        """Inside the aerated cavity, or against the costal / diaphragmatic wall (not the mediastinum)."""
+        f = self.features
+        if f["wall_fraction"] <= WALL_FRACTION:
+            return True
+        return f["midline_mm"] >= WALL_MIDLINE_MM and max(f["contact_lateral"], f["contact_down"]) >= WALL_DIRECTION
+
+    @property
     def accepted(self) -> bool:
         f = self.features
-        for kind, vol, compact, elong, shell, shell2 in RULES:
+        if not self.wall_ok:
+            return False
+        for kind, vol, compact, elong, shell, shell2, plat_seed, plat in RULES:
             if ((kind is None or f["kind"] == kind) and f["volume_ml"] >= vol and f["compact"] >= compact
-                    and f["elong"] <= elong and f["shell_hi"] <= shell and f["shell2_hi"] <= shell2):
+                    and f["elong"] <= elong and f["shell_hi"] <= shell and f["shell2_hi"] <= shell2
+                    and f["plateau_seed"] >= plat_seed and f["plateau"] >= plat):
                 return True
         return False
 
@@ -103,6 +145,70 @@ def _trim(seed, above, spacing):
     return lab == deepest if deepest else seed
 
 
+def _cube(spacing) -> tuple[int, int, int]:
+    """Voxels per axis of a `SEED_CUBE_MM` cube (at least 2)."""
+    return tuple(max(2, int(round(SEED_CUBE_MM / float(s)))) for s in spacing)
+
+
+def _cube_origin(size) -> list[int]:
+    # an even window of `ndimage` filters covers [i - n/2, i + n/2 - 1]; origin -1 shifts it to [i - n/2 + 1, i + n/2]
+    return [-1 if n % 2 == 0 else 0 for n in size]
+
+
+def cube_opening(mask: np.ndarray, spacing) -> np.ndarray:
+    """Voxels of `mask` that lie in a `SEED_CUBE_MM` cube of `mask` voxels (opening with a cube)."""
+    return ndi.binary_opening(mask, structure=np.ones(_cube(spacing), bool))
+
+
+def flat_cubes(hu: np.ndarray, mask: np.ndarray, spacing) -> np.ndarray:
+    """Voxels of the `SEED_CUBE_MM` cubes that lie wholly in `mask` and span at most `FLAT_HU` (plateau seeds)."""
+    size = _cube(spacing)
+    inside = ndi.minimum_filter(mask.astype(np.uint8), size=size, mode="constant", cval=0) > 0
+    span = ndi.maximum_filter(hu, size=size, mode="nearest") - ndi.minimum_filter(hu, size=size, mode="nearest")
+    anchor = inside & (span <= FLAT_HU)
+    # paint each anchored window back onto its voxels (the mirrored window of the same size)
+    return ndi.maximum_filter(anchor.astype(np.uint8), size=size, origin=_cube_origin(size)) > 0
+
+
+def plateau_fraction(values: np.ndarray) -> float:
+    """Fraction of `values` (HU) within `PLATEAU_HU` of the median of their level (solid above `SOLID_HU`, else
+    ground glass): near 1 for a lesion (one or two flat levels), about half for a cluster of vessels."""
+    if values.size == 0:
+        return 0.0
+    hi = values > SOLID_HU
+    near = sum(int((np.abs(v - np.median(v)) <= PLATEAU_HU).sum()) for v in (values[hi], values[~hi]) if v.size)
+    return near / values.size
+
+
+def search_space(seg: ChestSegmentation) -> np.ndarray:
+    """Where lesions are searched (uint8 side codes): the lung cavity plus the tissue bulging into each lung.
+
+    The bulges are what a closing of each side's cavity with a `WALL_CLOSE_MM` ball adds inside the body and
+    outside both cavities, kept lateral of that lung's most medial voxel in the same (y, z) row (rows without
+    lung borrow the nearest row's), so the mediastinum and the hila stay out.
+    """
+    sp, cav = seg.spacing, seg.cavity
+    out = cav.copy()
+    xi = np.arange(cav.shape[0])[:, None, None]
+    for code in (1, 2):
+        side = cav == code
+        lung = seg.lungs == code
+        box = bbox(side, int(np.ceil(WALL_CLOSE_MM / sp.min())) + 1)
+        if box is None or not lung.any():
+            continue
+        add = np.zeros(cav.shape, bool)
+        add[box] = closing_mm(side[box], WALL_CLOSE_MM, sp) & (cav[box] == 0) & seg.body[box]
+        # medial edge per (y, z) row: right lung (code 1) toward lower x index in RAS order, left toward higher
+        right = (code == 1) == (seg.affine[0, 0] > 0)
+        edge = np.where(lung, xi, cav.shape[0] if right else -1)
+        edge = edge.min(axis=0) if right else edge.max(axis=0)
+        rows = lung.any(axis=0)
+        edge = edge[tuple(ndi.distance_transform_edt(~rows, return_distances=False, return_indices=True))]
+        add &= (xi >= edge[None]) if right else (xi <= edge[None])
+        out[add] = code
+    return out
+
+
 def describe(seg: ChestSegmentation, region, box, cavity, above) -> dict:
     """Shape features of a candidate region (bool, shape of `box`)."""
     sp = seg.spacing
@@ -129,6 +235,23 @@ def describe(seg: ChestSegmentation, region, box, cavity, above) -> dict:
     }
 
 
+def wall_contact(seg: ChestSegmentation, measured, box, cavity, space, side: int, midline_x: float) -> dict:
+    """Where a candidate meets the wall: the fraction of it outside the aerated cavity, the lateral and downward
+    components of the unit vector from its centre to its voxels that touch tissue outside the search space,
+    and its distance (mm) from the body midline."""
+    offset = [b.start for b in box]
+    centre = seg.world(np.argwhere(measured) + offset).mean(axis=0)
+    out = {"wall_fraction": float((measured & ~cavity).sum() / max(int(measured.sum()), 1)),
+           "midline_mm": float(abs(centre[0] - midline_x)), "contact_lateral": 0.0, "contact_down": 0.0}
+    touch = measured & ndi.binary_dilation(~space & seg.body[box])
+    if touch.any():
+        v = seg.world(np.argwhere(touch) + offset).mean(axis=0) - centre
+        v = v / max(float(np.linalg.norm(v)), 1e-6)
+        out["contact_lateral"] = float(v[0] if side == 1 else -v[0])  # RAS: +x is the patient's right
+        out["contact_down"] = float(-v[2])
+    return out
+
+
 def lung_reference_hu(seg: ChestSegmentation) -> dict[int, float]:
     """Median HU of each side's aerated lung (the background a lesion must rise above)."""
     return {code: float(np.median(seg.hu[seg.lungs == code])) for code in (1, 2) if (seg.lungs == code).any()}
@@ -138,18 +261,25 @@ def find_lesions(seg: ChestSegmentation) -> list[LesionCandidate]:
     """All candidates (accepted or not), solid-seeded first; see the module docstring."""
     sp, hu, cav = seg.spacing, seg.hu, seg.cavity
     ref = lung_reference_hu(seg)
+    space = search_space(seg)
     thr = np.full(hu.shape, np.inf, np.float32)
     for code, value in ref.items():
-        thr[cav == code] = max(value + GGO_DELTA_HU, GGO_FLOOR_HU)
+        thr[space == code] = max(value + GGO_DELTA_HU, GGO_FLOOR_HU)
     above = (hu > thr) & (hu < BONE_HU)
     if not above.any():
         return []
     solid = above & (hu > SOLID_HU)
     step = sp.max() * 1.01
+    midline_x = float(np.broadcast_to(seg.axes()[0], hu.shape)[seg.body].mean())
     taken = np.zeros(hu.shape, bool)
     out = []
-    for kind in ("solid", "ground-glass"):
-        seeds = opening_mm(solid if kind == "solid" else above, OPEN_MM, sp)
+    for name in PASSES:
+        base = solid if name == "solid" else above
+        if name == "plateau":
+            seeds = flat_cubes(hu, base, sp)
+        else:
+            seeds = opening_mm(base, OPEN_MM, sp) | cube_opening(base, sp)
+        kind = "solid" if name == "solid" else "ground-glass"
         lab, n = ndi.label(seeds)
         margin = int(np.ceil((MAX_LAYERS + 3) * step / sp.min()))
         for box_i, sl in enumerate(ndi.find_objects(lab), start=1):
@@ -157,11 +287,14 @@ def find_lesions(seg: ChestSegmentation) -> list[LesionCandidate]:
                 continue
             box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, hu.shape[d])) for d, s in enumerate(sl))
             seed = lab[box] == box_i
-            if kind == "ground-glass" and (seed & taken[box]).sum() > 0.3 * seed.sum():
-                continue  # mostly the halo of an accepted solid lesion, already measured
-            cb, ab, hb = cav[box] > 0, above[box], hu[box]
-            seed = _trim(seed, ab, sp)
-            side = int(np.bincount(cav[box][seed], minlength=3)[1:].argmax() + 1)
+            if (seed & taken[box]).sum() > 0.3 * seed.sum():
+                continue  # mostly an accepted lesion (or its halo), already measured
+            sb, cb, ab, hb = space[box] > 0, cav[box] > 0, above[box], hu[box]
+            if name != "plateau":
+                seed = _trim(seed, ab, sp)
+                if (seed & taken[box]).sum() > 0.3 * seed.sum():
+                    continue  # what is left after cutting off the vessels is an accepted lesion
+            side = int(np.bincount(space[box][seed], minlength=3)[1:].argmax() + 1)
             if kind == "solid":
                 core = dilate_mm(seed, step, sp) & solid[box]
                 layers = MAX_LAYERS
@@ -169,9 +302,11 @@ def find_lesions(seg: ChestSegmentation) -> list[LesionCandidate]:
                 core, layers = seed, 1
             halo_hu = (ref.get(side, -850.0) + max(float(np.median(hb[seed])), -690.0)) / 2.0 if kind == "ground-glass" \
                 else HALO_HU
-            region, measured = _grow_layers(core, ab, cb, hb, halo_hu, sp, layers)
+            region, measured = _grow_layers(core, ab, sb, hb, halo_hu, sp, layers)
             feats = describe(seg, region, box, cb, ab)
-            feats["kind"] = kind
+            feats.update(kind=kind, seed_pass=name, plateau_seed=plateau_fraction(hb[seed]),
+                         plateau=plateau_fraction(hb[measured]),
+                         **wall_contact(seg, measured, box, cb, sb, side, midline_x))
             cand = LesionCandidate(measured, box, feats, side)
             if cand.accepted:
                 taken[box] |= dilate_mm(region, step, sp)
@@ -204,4 +339,5 @@ def measure(seg: ChestSegmentation, cand: LesionCandidate) -> dict:
             "volume_ml": volume_ml, "mean_hu": float(hu.mean()), "core_hu": float(hu[deep].mean())}
 
 
-__all__ = ["LesionCandidate", "find_lesions", "measure", "lesion_box_mask", "lung_reference_hu", "bbox"]
+__all__ = ["LesionCandidate", "find_lesions", "measure", "lesion_box_mask", "lung_reference_hu", "bbox",
+           "search_space", "plateau_fraction", "flat_cubes"]
