@@ -78,22 +78,10 @@ class _Context:
         return self._continues[sid]
 
     def sentence_bounds(self, pos: int) -> tuple[int, int]:
-        sent = self.seg.sentence
-        lo, hi = pos, pos
-        while lo > 0 and sent[lo - 1] == sent[pos]:
-            lo -= 1
-        while hi < len(self.text) and sent[hi] == sent[pos]:
-            hi += 1
-        return lo, hi
+        return _run_bounds(self.seg.sentence, pos, len(self.text))
 
     def clause_bounds(self, pos: int) -> tuple[int, int]:
-        cl = self.seg.clause
-        lo, hi = pos, pos
-        while lo > 0 and cl[lo - 1] == cl[pos]:
-            lo -= 1
-        while hi < len(self.text) and cl[hi] == cl[pos]:
-            hi += 1
-        return lo, hi
+        return _run_bounds(self.seg.clause, pos, len(self.text))
 
     def nearest_anchor(self, start: int, end: int, kinds: tuple[str, ...]):
         """The nearest finding word of `kinds` in the clause, else in the sentence."""
@@ -253,3 +241,13 @@ def _distribution(ctx: _Context, sites) -> list[TaggedSpan]:
             continue  # "upper lobe" of a lesion's site
         out.append(_span("xdist", "upper", m.start, m.end, ctx.text))
     return out
+
+
+def _run_bounds(ids, pos: int, n: int) -> tuple[int, int]:
+    """[lo, hi) of the run of equal segment ids (sentence or clause) around character `pos`."""
+    lo, hi = pos, pos
+    while lo > 0 and ids[lo - 1] == ids[pos]:
+        lo -= 1
+    while hi < n and ids[hi] == ids[pos]:
+        hi += 1
+    return lo, hi
