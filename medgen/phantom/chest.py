@@ -133,7 +133,7 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
             at fine spacing without the whole fine volume).
     """
     # 1. Check inputs, split the seed into independent streams
-    shape, spacing = _check_grid(shape, spacing)
+    shape, spacing = check_grid(shape, spacing)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
@@ -222,7 +222,7 @@ def make_phantom_with_tissues(findings: Findings | None = None, *, shape=64, spa
     return case, tissue
 
 
-def _check_grid(shape, spacing):
+def check_grid(shape, spacing):
     shape_t = (shape,) * 3 if np.isscalar(shape) else tuple(shape)
     if len(shape_t) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 8 for s in shape_t):
         raise ValueError(f"`shape` must be an int >= 8 or three of them (X, Y, Z), got {shape!r}")

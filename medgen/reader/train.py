@@ -9,7 +9,6 @@ the reader reads them.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from medgen.engine.common import seed_everything
+from medgen.engine.optim import cosine_warmup_factor
 from medgen.io.weights import quiet_transformers
 from medgen.reader.corpus import make_examples
 from medgen.reader.labels import LABELS, token_targets
@@ -118,10 +118,7 @@ def train_reader(config: ReaderTrainConfig, *, progress: bool = True) -> dict:
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
     def lr_at(step):
-        if step < config.warmup:
-            return config.lr * (step + 1) / config.warmup
-        progress_ = (step - config.warmup) / max(1, config.steps - config.warmup)
-        return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+        return config.lr * cosine_warmup_factor(step, config.warmup, config.steps)
 
     reader.train()
     history, running = [], []

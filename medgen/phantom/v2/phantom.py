@@ -18,7 +18,7 @@ from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from medgen.findings import Findings
 from medgen.phantom import lesions as v1
-from medgen.phantom.chest import _check_grid, sample_findings
+from medgen.phantom.chest import check_grid, sample_findings
 from medgen.phantom.v2 import abdomen, image, lungs, pathology, ribs, spine, thorax, trees
 from medgen.phantom.v2.canvas import Canvas
 from medgen.phantom.v2.geom import Grid
@@ -117,7 +117,7 @@ def render_phantom_v2(findings: Findings | None = None, *, shape=64, spacing=5.0
                       supersample: int = 2, noise: bool = True, tissue_map: bool = True) -> PhantomV2:
     """Render one phantom-v2 subject on a centred RAS+ grid (see `make_phantom_v2`); with `tissue_map`, also
     the voxel tissue classes (most frequent sub-sample tissue; None otherwise)."""
-    shape, spacing = _check_grid(shape, spacing)
+    shape, spacing = check_grid(shape, spacing)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
     if supersample not in (1, 2, 3, 4):
