@@ -1,7 +1,13 @@
 """Copy a trained pipeline into the package as the embedded default model (fp16 safetensors) + model card.
 
-    .venv/bin/python scripts/embed_default_model.py --pipeline runs/phantom-64/pipeline \
-        --config configs/phantom-64.yaml --train-log runs/phantom-64/training_summary.json
+    .venv/bin/python scripts/embed_default_model.py --pipeline runs/phantom-v2-64-layout/pipeline \
+        --config configs/phantom-v2-64-layout.yaml --summary configs/default-model-card.json \
+        --keep-previous models/phantom-v1-default --set lung_field='{"radius_mm": 5.0}'
+
+What the new pipeline lacks is kept from the current default: its refiner stages, the 2D preview and slice
+reader folders, and the card's sections after the first table (reader, cascade, slices). `--keep-previous DIR`
+first saves the current default (without the 2D folders) as a pipeline folder: the ablation row.
+`--set key=JSON` sets a pipeline config entry (e.g. the lung-field constraint).
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -65,13 +73,32 @@ def main() -> None:
     parser.add_argument("--pipeline", required=True)
     parser.add_argument("--config", required=True)
     parser.add_argument("--summary", default=None, help="JSON with data size, steps, times (goes into the card)")
+    parser.add_argument("--keep-previous", type=Path, default=None, help="save the current default here first")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="pipeline config entry")
     args = parser.parse_args()
     pipe = ReportToVolumePipeline.from_pretrained(args.pipeline)
+    for item in args.set:
+        key, value = item.split("=", 1)
+        pipe.config[key] = json.loads(value)
     out = default_model_path()
-    pipe.save_pretrained(out, dtype=torch.float16, overwrite=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        previous = Path(tmp) / "previous"
+        shutil.copytree(out, previous)
+        old = ReportToVolumePipeline.from_pretrained(previous)
+        if args.keep_previous is not None:
+            old.save_pretrained(args.keep_previous, dtype=torch.float16, overwrite=True)
+            shutil.copy2(previous / "MODEL_CARD.md", args.keep_previous / "MODEL_CARD.md")
+        if not pipe.refiner and old.refiner:
+            pipe.refiner = old.refiner
+        pipe.save_pretrained(out, dtype=torch.float16, overwrite=True)
+        for folder in ("preview", "slice_reader"):
+            if (previous / folder).is_dir():
+                shutil.copytree(previous / folder, out / folder)
+        old_card = (previous / "MODEL_CARD.md").read_text(encoding="utf-8")
     summary = json.loads(Path(args.summary).read_text()) if args.summary else {}
     size = folder_mb(out)
-    (out / "MODEL_CARD.md").write_text(model_card(load_config(args.config), summary, size), encoding="utf-8")
+    rest = old_card[old_card.index("\n## "):] if "\n## " in old_card else ""
+    (out / "MODEL_CARD.md").write_text(model_card(load_config(args.config), summary, size) + rest, encoding="utf-8")
     print(f"embedded default model: {out} ({size:.1f} MB)")
 
 

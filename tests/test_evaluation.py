@@ -328,3 +328,22 @@ def test_quick_run_reports_progress(quick):
     assert "fidelity" in stderr and "calibration" in stderr and "volume" in stderr  # the tqdm bars
     for name, seconds in results["meta"]["timings_s"].items():
         assert f"  {name}: {seconds:.0f} s" in stderr
+
+
+def test_noise_power_and_lung_histogram_features_tell_smooth_from_white_noise():
+    from scipy import ndimage
+
+    from medgen.evaluation.realism import NPS_BANDS, lung_histogram_features, noise_power_features
+    from medgen.volume import make_affine
+
+    rng = np.random.default_rng(0)
+    white = (-850 + 30 * rng.standard_normal((48, 48, 48))).astype(np.float32)
+    smooth = (-850 + 30 * ndimage.gaussian_filter(rng.standard_normal((48, 48, 48)), 1.5) * 6).astype(np.float32)
+    aff = make_affine((48, 48, 48), 5.0)
+    nps_white, nps_smooth = (noise_power_features(Volume(v, aff)) for v in (white, smooth))
+    assert nps_white.shape == (NPS_BANDS + 1,) and np.isclose(nps_white[:NPS_BANDS].sum(), 1.0)
+    assert nps_white[NPS_BANDS - 1] > nps_white[0]  # white noise: most power at high frequency (more shells there)
+    assert nps_smooth[0] > nps_white[0] and nps_smooth[NPS_BANDS - 1] < nps_white[NPS_BANDS - 1]
+    hist = lung_histogram_features(Volume(white, aff))
+    assert np.isclose(hist.sum(), 1.0) and hist.argmax() == np.searchsorted(np.linspace(-1000, -500, 26), -850) - 1
+    assert not noise_power_features(Volume(np.full((8, 8, 8), 40.0, np.float32), make_affine((8, 8, 8), 5.0))).any()

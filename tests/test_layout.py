@@ -126,8 +126,8 @@ def test_density_map_and_label_table_limits():
 def test_dataset_layouts_match_the_phantom_label_maps(tiny_manifest, tmp_path):
     import shutil
 
+    from medgen.dataset.layouts import add_layouts
     from medgen.dataset.manifest import read_manifest
-    from medgen.layout.dataset import add_layouts
 
     root = tmp_path / "data"
     shutil.copytree(tiny_manifest.parent, root)

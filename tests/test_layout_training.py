@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_length:UserWar
 
 @pytest.fixture(scope="module")
 def layout_manifest(tiny_manifest, tmp_path_factory):
-    from medgen.layout.dataset import add_layouts
+    from medgen.dataset.layouts import add_layouts
 
     root = tmp_path_factory.mktemp("layout_data") / "data"
     shutil.copytree(tiny_manifest.parent, root)

@@ -72,3 +72,21 @@ def test_the_layout_pipeline_applies_the_constraint_when_configured(tiny_layout_
     pipe.config["lung_field_radius_mm"] = None
     off = pipe(findings=Findings(), seed=0, num_inference_steps=1, progress=False).volume.array
     assert len(seen) == 1 and np.allclose(np.asarray(off) - 1.0, np.asarray(on), atol=1.0)
+
+
+def test_tolerance_keeps_a_gentle_gradient_and_dark_lifts_a_wide_dark_patch():
+    _, labels = _lung()
+    hu = np.full(labels.shape, -850.0, np.float32)  # noise-free, so the opening sees the rise exactly
+    plateau = _sphere(hu.shape, (16, 16, 16), 4)
+    hu[plateau] += 25  # a gravity-like rise, far below ground glass
+    kept = remove_unasked_structure(hu, labels, SPACING, tolerance_hu=40.0)
+    assert np.array_equal(kept, hu)
+    cut = remove_unasked_structure(hu, labels, SPACING)
+    assert np.allclose(cut[plateau], -850.0)  # with no tolerance it is flattened to the lobe median
+
+    hu, labels = _lung()
+    patch = _sphere(hu.shape, (16, 16, 16), 3)
+    hu[patch] = -985  # an emphysema-like patch 60 mm across that no report asked for
+    assert np.array_equal(remove_unasked_structure(hu, labels, SPACING)[patch], hu[patch])  # bright-only by default
+    lifted = remove_unasked_structure(hu, labels, SPACING, dark=True)
+    assert lifted[patch].mean() > -870 and (lifted[patch] >= hu[patch]).all()

@@ -329,3 +329,18 @@ def test_flat_cubes_mark_whole_flat_cubes_only(spacing, side):
     hu[10:12, 10:12, 10:12] = -600.0 + 100.0 * np.arange(8).reshape(2, 2, 2)  # bright but not flat
     flat = flat_cubes(hu, hu > -800.0, np.full(3, spacing))
     assert flat.sum() == side**3 and flat[3:3 + side, 4:4 + side, 5:5 + side].all()
+
+
+def test_the_round_flat_core_rule_holds_only_inside_the_lung():
+    """Against the chest wall, phantom v2's ribs and muscles make round flat cores on normal subjects: the rule
+    for 'a round, flat core among vessels' alone must not accept a wall candidate (other rules still may)."""
+    from medgen.analysis.lesions import WALL_FRACTION, LesionCandidate
+
+    # meets only the 'round, flat core among vessels' row (shell 0.40 is above every other row's bound)
+    features = {"kind": "ground-glass", "volume_ml": 3.5, "compact": 0.85, "elong": 1.3, "shell_hi": 0.40,
+                "shell2_hi": 0.30, "plateau_seed": 0.97, "plateau": 0.7, "midline_mm": 90.0,
+                "contact_lateral": 0.9, "contact_down": 0.0}
+    inside = LesionCandidate(None, (), {**features, "wall_fraction": WALL_FRACTION / 2}, 1)
+    on_wall = LesionCandidate(None, (), {**features, "wall_fraction": 0.5}, 1)
+    assert inside.accepted
+    assert on_wall.wall_ok and not on_wall.accepted

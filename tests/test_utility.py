@@ -111,3 +111,21 @@ def test_quick_harness_end_to_end_resumes_and_reuses_its_cache(layout_model_dir,
     assert "| b | N real + 4N layout-grounded |" in utility_markdown(again, "medgen evaluate --utility --quick")
     with pytest.raises(ValueError, match="layout-grounded"):
         run_utility(tmp_path / "x", layout_pipe=ablation, ablation_pipe=ablation, settings=QUICK, progress=False)
+
+
+def test_without_an_ablation_arm_d_is_left_out_and_real_phantoms_follow_the_model(layout_model_dir, tmp_path):  # noqa: F811
+    import dataclasses
+
+    from medgen.evaluation.utility import real_sample
+    from medgen.pipelines import ReportToVolumePipeline
+
+    layout = ReportToVolumePipeline.from_pretrained(layout_model_dir)
+    layout.config.update(num_inference_steps=1)
+    results = run_utility(tmp_path / "out", layout_pipe=layout, settings=QUICK, cache_dir=tmp_path / "cache",
+                          progress=False)
+    assert set(results["arms"]) == {"a", "b", "c"} and results["labelled_fraction_ablation"] is None
+    assert results["newly_generated"] == {"layout": 2}
+    assert "Arm d" not in utility_markdown(results, "medgen evaluate --utility --quick")
+    v1 = real_sample(QUICK.test_seed, QUICK)
+    v2 = real_sample(QUICK.test_seed, dataclasses.replace(QUICK, phantom_version=2))
+    assert v1.hu.shape == v2.hu.shape and not np.array_equal(v1.hu, v2.hu)

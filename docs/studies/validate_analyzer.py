@@ -136,7 +136,7 @@ def summarize(records: list[dict]) -> dict:
 
 
 RULE_COLUMNS = ("kind", "min_volume_ml", "min_compact", "max_elong", "max_shell", "max_shell2", "min_plateau_seed",
-                "min_plateau")
+                "min_plateau", "inside_only")
 
 
 def thresholds() -> dict:

@@ -61,15 +61,17 @@ WALL_DIRECTION = 0.3  # ... and touch the wall laterally or from below: that com
 # shape-only rows of earlier versions now also ask for a plateau: a seed spread over many HU is a vessel cluster
 MIN_VOLUME_ML = 1.5
 RULES = (  # (seed kind or None, min volume ml, min compactness, max elongation, max shell, max outer shell,
-    #          min plateau of the seed, min plateau of the measured region)
-    (None, 15.0, 0.62, 2.2, 0.20, 0.22, 0.60, 0.0),  # large and sharp-edged (vessels never mimic these)
-    (None, 8.0, 0.80, 1.5, 0.26, 0.26, 0.60, 0.0),
-    ("solid", 2.0, 0.72, 1.8, 0.20, 0.22, 0.75, 0.0),
-    ("ground-glass", 2.0, 0.72, 1.8, 0.14, 0.22, 0.75, 0.0),
-    (None, 3.0, 0.70, 2.0, 0.30, 0.30, 0.90, 0.80),  # a plateau with vessels touching it
-    (None, 2.0, 0.70, 1.8, 0.25, 0.30, 0.90, 0.80),
-    (None, 3.0, 0.80, 1.5, 0.45, 0.35, 0.95, 0.60),  # a round, flat core among vessels
-    (None, MIN_VOLUME_ML, 0.75, 1.9, 0.10, 0.10, 0.95, 0.90),  # a small, isolated, flat lesion (15-17 mm)
+    #          min plateau of the seed, min plateau of the measured region, only inside the aerated cavity)
+    (None, 15.0, 0.62, 2.2, 0.20, 0.22, 0.60, 0.0, False),  # large and sharp-edged (vessels never mimic these)
+    (None, 8.0, 0.80, 1.5, 0.26, 0.26, 0.60, 0.0, False),
+    ("solid", 2.0, 0.72, 1.8, 0.20, 0.22, 0.75, 0.0, False),
+    ("ground-glass", 2.0, 0.72, 1.8, 0.14, 0.22, 0.75, 0.0, False),
+    (None, 3.0, 0.70, 2.0, 0.30, 0.30, 0.90, 0.80, False),  # a plateau with vessels touching it
+    (None, 2.0, 0.70, 1.8, 0.25, 0.30, 0.90, 0.80, False),
+    # a round, flat core among vessels: only inside the lung (against the chest wall, the partial volume of
+    # phantom v2's ribs and muscles makes such cores on normal subjects)
+    (None, 3.0, 0.80, 1.5, 0.45, 0.35, 0.95, 0.60, True),
+    (None, MIN_VOLUME_ML, 0.75, 1.9, 0.10, 0.10, 0.95, 0.90, False),  # a small, isolated, flat lesion (15-17 mm)
 )
 
 
@@ -102,8 +104,10 @@ class LesionCandidate:
         f = self.features
         if not self.wall_ok:
             return False
-        for kind, vol, compact, elong, shell, shell2, plat_seed, plat in RULES:
-            if ((kind is None or f["kind"] == kind) and f["volume_ml"] >= vol and f["compact"] >= compact
+        inside = f["wall_fraction"] <= WALL_FRACTION
+        for kind, vol, compact, elong, shell, shell2, plat_seed, plat, inside_only in RULES:
+            if ((kind is None or f["kind"] == kind) and (inside or not inside_only) and f["volume_ml"] >= vol
+                    and f["compact"] >= compact
                     and f["elong"] <= elong and f["shell_hi"] <= shell and f["shell2_hi"] <= shell2
                     and f["plateau_seed"] >= plat_seed and f["plateau"] >= plat):
                 return True

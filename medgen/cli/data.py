@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.add_argument("--phantom-version", type=int, choices=(1, 2), default=1,
+                       help="1 (default) or 2 (adult anatomy; each subject also gets its exact layout)")
     synth.set_defaults(func=run_synth)
 
     phantom = sub.add_parser("phantom", help="write one phantom CT + label map + report + PNG preview")
@@ -48,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def run_layouts(args) -> int:
-    from medgen.layout.dataset import add_layouts
+    from medgen.dataset.layouts import add_layouts
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -64,7 +66,7 @@ def run_synth(args) -> int:
     manifest = build_synthetic_dataset(
         args.out, n=args.n, shape=args.shape, spacing=args.spacing, seed=args.seed,
         dicom_fraction=args.dicom_fraction, zh_fraction=args.zh_fraction, workers=args.workers,
-        progress=not args.quiet, overwrite=args.overwrite,
+        progress=not args.quiet, overwrite=args.overwrite, phantom_version=args.phantom_version,
     )
     print(f"wrote {args.n} subjects; manifest: {manifest}")
     return 0

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
                    help="downstream utility benchmark: a lesion segmenter trained on real, real + generated "
                         "(--model, layout-grounded), generated only, and real + text-only (--ablation) volumes")
     p.add_argument("--ablation", metavar="DIR", type=Path,
-                   help="--utility: the text-only ablation model (arm d; required)")
+                   help="--utility: the text-only ablation model (arm d; without it arm d is left out)")
     p.add_argument("--cache", metavar="DIR", type=Path, default=Path("runs/utility-cache"),
                    help="--utility: cache of generated volumes (by model sha256 + report + seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
@@ -95,12 +95,11 @@ def run_utility_benchmark(args, device) -> int:
     from medgen.pipelines import ReportToVolumePipeline
     from medgen.pipelines.default_model import resolve_model_path
 
-    if args.ablation is None:
-        raise ValueError("--utility needs --ablation DIR: a text-only pipeline for arm d (train one with "
-                         "configs/phantom-64.yaml)")
     layout_pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.model), device=device)
-    ablation_pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.ablation), device=device)
-    settings = QUICK if args.quick else UtilitySettings()
+    ablation_pipe = (None if args.ablation is None else
+                     ReportToVolumePipeline.from_pretrained(resolve_model_path(args.ablation), device=device))
+    settings = dataclasses.replace(QUICK if args.quick else UtilitySettings(),
+                                   phantom_version=int(layout_pipe.config.get("phantom_version", 1)))
     if args.seeds:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
     results = run_utility(args.out, layout_pipe=layout_pipe, ablation_pipe=ablation_pipe, settings=settings,

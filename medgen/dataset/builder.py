@@ -124,33 +124,36 @@ class Subject:
 
 
 def synthesize_subject(rng: np.random.Generator, *, shape=64, spacing=5.0, language="en", split="train",
-                       p_normal: float = 0.25) -> Subject:
+                       p_normal: float = 0.25, phantom_version: int = 1) -> Subject:
     """Findings, phantom, report and density label, all drawn from `rng` (in that order).
 
     Args:
         split: "train" or "heldout" phrasing families for the report.
         p_normal: probability of a subject without findings.
+        phantom_version: 1 (medgen labels) or 2 (`medgen.phantom.v2`, its label map in medgen's coarse table).
     """
-    from medgen.phantom.chest import make_phantom, sample_findings
+    from medgen.phantom.chest import sample_findings
+    from medgen.phantom.versions import make_case
     from medgen.reports.writer import write_report
 
     findings = sample_findings(rng, p_normal=p_normal)
     phantom_seed = int(rng.integers(0, 2**31 - 1))
     while is_held_out(phantom_seed):  # training data never draws an evaluation's subject
         phantom_seed = int(rng.integers(0, 2**31 - 1))
-    case = make_phantom(findings, shape=shape, spacing=spacing, seed=phantom_seed)
+    case = make_case(findings, shape=shape, spacing=spacing, seed=phantom_seed, version=phantom_version)
     report = write_report(case.findings, language=language, rng=rng, split=split)
     density, source = lesion_density_label(case.image.array, case.labels.array, case.findings)
     return Subject(case, report, phantom_seed, density, source)
 
 
-def build_subject(plan: SubjectPlan, *, root, shape: int, spacing: float) -> dict:
+def build_subject(plan: SubjectPlan, *, root, shape: int, spacing: float, phantom_version: int = 1) -> dict:
     """Build and write one subject under `root`; returns its manifest row (paths relative to `root`)."""
     from medgen.io import save_nifti, write_dicom_series
 
     root = Path(root)
     subject = synthesize_subject(subject_rng(plan.seed, plan.index), shape=shape, spacing=spacing,
-                                 language=plan.language, split="heldout" if plan.split == "test" else "train")
+                                 language=plan.language, split="heldout" if plan.split == "test" else "train",
+                                 phantom_version=phantom_version)
     case, report = subject.case, subject.report
     row = {
         "id": plan.id, "image": None, "label": f"labels/{plan.id}.nii.gz",
@@ -168,6 +171,14 @@ def build_subject(plan: SubjectPlan, *, root, shape: int, spacing: float) -> dic
         row["image"] = f"images/{plan.id}.nii.gz"
         save_nifti(case.image, root / row["image"], sidecar=record)
     save_nifti(case.labels, root / row["label"], dtype=np.uint8, descrip=LABEL_DESCRIP)
+    if phantom_version == 2:  # the exact layout comes with the subject (`medgen data layouts` is for v1 sets)
+        from medgen.dataset.layouts import LAYOUT_DESCRIP
+        from medgen.layout.layout import layout_of_v2
+
+        layout = layout_of_v2(case.v2)
+        row["phantom_version"], row["layout"] = 2, f"layouts/{plan.id}.nii.gz"
+        save_nifti(layout.labels, root / row["layout"], dtype=np.uint8, descrip=LAYOUT_DESCRIP,
+                   sidecar={"synthetic": True, **layout.to_dict()})
     (root / "reports" / f"{plan.id}.txt").write_text(report.text + "\n", encoding="utf-8")
     return row
 
@@ -193,7 +204,8 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 def build_synthetic_dataset(out_dir, *, n: int, shape=64, spacing=5.0, seed: int = 0, dicom_fraction: float = 0.0,
                             languages=LANGUAGES, zh_fraction=0.4, val_fraction=0.05, test_fraction=0.1,
-                            workers: int | None = None, progress: bool = True, overwrite=False) -> Path:
+                            workers: int | None = None, progress: bool = True, overwrite=False,
+                            phantom_version: int = 1) -> Path:
     """Write `n` phantom subjects (image, label map, report) and their manifest under `out_dir`.
 
     Args:
@@ -207,6 +219,7 @@ def build_synthetic_dataset(out_dir, *, n: int, shape=64, spacing=5.0, seed: int
         progress: show a tqdm bar.
         overwrite: replace an existing dataset folder (a non-empty folder without manifest.jsonl is
             always refused).
+        phantom_version: 1 or 2 (`medgen.phantom.v2`; each row then also has its exact ``layout``).
 
     Returns:
         Path of ``out_dir/manifest.jsonl``. The folder appears only when the whole build succeeded.
@@ -215,6 +228,8 @@ def build_synthetic_dataset(out_dir, *, n: int, shape=64, spacing=5.0, seed: int
 
     if int(n) < 1:
         raise ValueError(f"`n` must be >= 1, got {n}")
+    if phantom_version not in (1, 2):
+        raise ValueError(f"`phantom_version` must be 1 or 2, got {phantom_version!r}")
     for name, value in (("dicom_fraction", dicom_fraction), ("zh_fraction", zh_fraction),
                         ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         _check_fraction(value, name)
@@ -234,11 +249,12 @@ def build_synthetic_dataset(out_dir, *, n: int, shape=64, spacing=5.0, seed: int
                           zh_fraction=zh_fraction, val_fraction=val_fraction, test_fraction=test_fraction)
     params = {"n": n, "shape": int(shape), "spacing": float(spacing), "seed": int(seed),
               "dicom_fraction": dicom_fraction, "languages": list(languages), "zh_fraction": zh_fraction,
-              "val_fraction": val_fraction, "test_fraction": test_fraction, "medgen_version": __version__}
+              "val_fraction": val_fraction, "test_fraction": test_fraction, "phantom_version": int(phantom_version), "medgen_version": __version__}
     with atomic_dir(out_dir, overwrite=True) as tmp, contextlib.ExitStack() as stack:
-        for folder in ("images", "labels", "reports", "dicom"):
+        for folder in ("images", "labels", "reports", "dicom", *(("layouts",) if phantom_version == 2 else ())):
             (tmp / folder).mkdir()
-        job = partial(build_subject, root=tmp, shape=int(shape), spacing=float(spacing))
+        job = partial(build_subject, root=tmp, shape=int(shape), spacing=float(spacing),
+                      phantom_version=int(phantom_version))
         if workers == 1:
             results = map(job, plans)
         else:  # spawn: workers start clean (no torch, no inherited threads); chunks amortise the IPC

@@ -97,9 +97,10 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
-        """From a config's ``data:`` section; its ``manifest`` entry (where rows come from) is ignored."""
+        """From a config's ``data:`` section; its ``manifest`` and ``phantom_version`` entries (where rows come from)
+        are ignored."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"manifest"})
+        unknown = sorted(set(d) - known - {"manifest", "phantom_version"})
         if unknown:
             raise ValueError(f"unknown data config key(s) {unknown}; known: {sorted(known)}")
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -142,3 +142,23 @@ def start_run(trainer, config: dict, key: str, *, device, progress: bool, ctx: D
     trainer.out = resolve_path(config["output_dir"], config)
     trainer.seed = int(config.get("seed", 0))
     seed_everything(trainer.seed)
+
+
+def init_from_pretrained(module: torch.nn.Module, folder, *, prefix: str = "", config: dict | None = None) -> None:
+    """Start `module` from a saved component's weights (``folder/model.safetensors``, e.g. the embedded default's
+    autoencoder) instead of a random init: fine-tuning on a new domain. `prefix` is stripped from the saved keys;
+    every key must match (strict), so a network of another shape fails here rather than training half-loaded."""
+    from safetensors.torch import load_file
+
+    from medgen.config import resolve_path
+    from medgen.errors import InputFileError
+
+    folder = resolve_path(folder, config) if config is not None else Path(folder)
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        raise InputFileError(folder, "no model.safetensors to start from (`init_from`)")
+    state = {k[len(prefix):]: v.float() for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise InputFileError(folder, f"weights do not fit this network ({str(err).splitlines()[0]})") from None

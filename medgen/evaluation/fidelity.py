@@ -49,12 +49,15 @@ class EvalCase:
     findings: Findings
     real: Volume
     subject_seed: int
+    phantom_version: int = 1
 
 
-def make_heldout_cases(n: int, *, shape, spacing, seed: int = FIDELITY_CASE_SEED, languages: Sequence[str] = LANGUAGE_CYCLE
-                       ) -> list[EvalCase]:
-    """`n` held-out subjects on the grid (shape, spacing); languages alternate (half EN, half ZH for n even)."""
-    from medgen.phantom.chest import make_phantom, sample_findings
+def make_heldout_cases(n: int, *, shape, spacing, seed: int = FIDELITY_CASE_SEED, languages: Sequence[str] = LANGUAGE_CYCLE,
+                       phantom_version: int = 1) -> list[EvalCase]:
+    """`n` held-out subjects on the grid (shape, spacing) from phantom `phantom_version` (the one the model was
+    trained on); languages alternate (half EN, half ZH for n even)."""
+    from medgen.phantom.chest import sample_findings
+    from medgen.phantom.versions import make_case
     from medgen.reports.writer import write_report
 
     if int(n) < 1:
@@ -63,10 +66,12 @@ def make_heldout_cases(n: int, *, shape, spacing, seed: int = FIDELITY_CASE_SEED
     for i in range(int(n)):
         rng = np.random.default_rng([int(seed), i])
         subject_seed = int(seed) * 100_000 + i
-        phantom = make_phantom(sample_findings(rng), shape=shape, spacing=spacing, seed=subject_seed)
+        phantom = make_case(sample_findings(rng), shape=shape, spacing=spacing, seed=subject_seed,
+                            version=phantom_version)
         language = languages[i % len(languages)]
         report = write_report(phantom.findings, language=language, rng=rng, split="heldout")
-        cases.append(EvalCase(i, report.text, language, report.family, phantom.findings, phantom.image, subject_seed))
+        cases.append(EvalCase(i, report.text, language, report.family, phantom.findings, phantom.image, subject_seed,
+                              int(phantom_version)))
     return cases
 
 
@@ -132,7 +137,7 @@ class PhantomOracle:
         self.n_generated = 0
 
     def __call__(self, reports: list[str], *, seed: int, density=None) -> list[Volume]:
-        from medgen.phantom.chest import make_phantom
+        from medgen.phantom.versions import make_case
 
         densities = density if isinstance(density, (list, tuple)) else [density] * len(reports)
         out = []
@@ -144,8 +149,8 @@ class PhantomOracle:
             findings = copy.deepcopy(case.findings)
             for lesion in findings.lesions:
                 lesion.density = float(d)
-            out.append(make_phantom(findings, shape=case.real.shape, spacing=case.real.spacing,
-                                    seed=case.subject_seed).image)
+            out.append(make_case(findings, shape=case.real.shape, spacing=case.real.spacing, seed=case.subject_seed,
+                                 version=case.phantom_version).image)
         self.n_generated += len(out)
         return out
 

@@ -3,6 +3,9 @@
 Features per volume:
 * **intensity/texture statistics** (`intensity_features`): HU histogram, tissue-class fractions, lung
   HU percentiles, gradient and Laplacian magnitude (texture) inside the body;
+* **noise power spectrum** (`noise_power_features`): the shape of the NPS of the detrended lung (share of power
+  in radial frequency bands up to Nyquist) and its total power;
+* **lung HU histogram** (`lung_histogram_features`): 25 bins over -1000..-500 HU;
 * **learned features**: the image tower of the alignment model (trained only on real phantoms).
 
 Distances between feature sets (standardised over all sets together): MONAI's unbiased
@@ -25,8 +28,8 @@ from scipy import linalg, ndimage
 
 from medgen.volume import Volume, hu_to_intensity
 
-__all__ = ["compare_feature_sets", "frechet_distance", "intensity_features", "mmd", "ms_ssim", "ms_ssim_settings",
-           "pairwise_ms_ssim"]
+__all__ = ["compare_feature_sets", "frechet_distance", "intensity_features", "lung_histogram_features", "mmd",
+           "ms_ssim", "ms_ssim_settings", "noise_power_features", "pairwise_ms_ssim"]
 
 HIST_EDGES = np.linspace(-1024.0, 1024.0, 25)
 TISSUE_RANGES = {"air": (-1e9, -950), "lung": (-950, -500), "fat": (-150, -50), "soft": (-50, 150),
@@ -48,6 +51,39 @@ def intensity_features(volume: Volume) -> np.ndarray:
     lap = np.abs(ndimage.laplace(hu))[body] / 1000.0
     texture = [grad.mean(), grad.std(), np.percentile(grad, 90), lap.mean(), lap.std()]
     return np.concatenate([hist / hu.size, fractions, lung_pct, [body.mean()], texture]).astype(np.float64)
+
+
+NPS_BANDS = 6
+LUNG_EDGES = np.linspace(-1000.0, -500.0, 26)
+
+
+def _lung_mask(hu: np.ndarray) -> np.ndarray:
+    """Aerated lung: -1000 < HU < -500, eroded by one voxel so edges with the chest wall do not count as noise."""
+    return ndimage.binary_erosion((hu > -1000) & (hu < -500))
+
+
+def noise_power_features(volume: Volume) -> np.ndarray:
+    """(NPS_BANDS + 1,) share of the lung's noise power in radial frequency bands (0 to Nyquist) and log10 of its
+    total power per voxel. The lung is detrended (minus a 2-voxel Gaussian) so anatomy does not count as noise."""
+    hu = np.asarray(volume.array, dtype=np.float32)
+    mask = _lung_mask(hu)
+    if mask.sum() < 64:
+        return np.zeros(NPS_BANDS + 1)
+    detrended = np.where(mask, hu - ndimage.gaussian_filter(hu, 2.0), 0.0)
+    power = np.abs(np.fft.fftn(detrended)) ** 2 / mask.sum()
+    radius = np.sqrt(sum(np.fft.fftfreq(n)[tuple(slice(None) if d == i else None for d in range(3))] ** 2
+                         for i, n in enumerate(hu.shape)))  # cycles per voxel; Nyquist 0.5
+    band = np.minimum((radius / 0.5 * NPS_BANDS).astype(int), NPS_BANDS - 1)
+    per_band = np.bincount(band.ravel(), weights=power.ravel(), minlength=NPS_BANDS)[:NPS_BANDS]
+    total = per_band.sum()
+    return np.concatenate([per_band / max(total, 1e-12), [np.log10(max(total / hu.size, 1e-12))]])
+
+
+def lung_histogram_features(volume: Volume) -> np.ndarray:
+    """(25,) normalised histogram of the aerated lung's HU (-1000..-500)."""
+    hu = np.asarray(volume.array, dtype=np.float32)
+    hist, _ = np.histogram(hu[_lung_mask(hu)], bins=LUNG_EDGES)
+    return hist / max(hist.sum(), 1)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:

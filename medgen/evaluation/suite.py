@@ -70,26 +70,28 @@ QUICK = EvalSettings(n_reports=4, seeds=(0, 1), n_calibration=2, calibration_see
                      reader_reports=6)
 
 
-def _calibration_cases(cases, settings: EvalSettings, shape, spacing):
+def _calibration_cases(cases, settings: EvalSettings, shape, spacing, phantom_version: int = 1):
     """Lesion-bearing held-out cases: from the fidelity cases first, then from extra held-out draws."""
     chosen = select_calibration_cases(cases, settings.n_calibration,
                                       min_diameter_mm=settings.min_calibration_diameter_mm)
     seed = settings.case_seed + 1
     while len(chosen) < settings.n_calibration and seed < settings.case_seed + 40:
-        more = make_heldout_cases(max(8, settings.n_calibration), shape=shape, spacing=spacing, seed=seed)
+        more = make_heldout_cases(max(8, settings.n_calibration), shape=shape, spacing=spacing, seed=seed,
+                                  phantom_version=phantom_version)
         chosen += select_calibration_cases(more, settings.n_calibration - len(chosen),
                                            min_diameter_mm=settings.min_calibration_diameter_mm)
         seed += 1
     return chosen
 
 
-def _alignment_pairs(settings: EvalSettings, shape, spacing, data_manifest):
+def _alignment_pairs(settings: EvalSettings, shape, spacing, data_manifest, phantom_version: int = 1):
     """Real training pairs: (volumes, [reports per subject], findings) from a manifest's train split or new phantoms.
 
     Every subject also gets train-phrasing reports in both languages written from its findings.
     """
     from medgen.findings import Findings
-    from medgen.phantom.chest import make_phantom, sample_findings
+    from medgen.phantom.chest import sample_findings
+    from medgen.phantom.versions import make_case
     from medgen.reports.writer import write_report
 
     volumes, reports, findings = [], [], []
@@ -109,8 +111,8 @@ def _alignment_pairs(settings: EvalSettings, shape, spacing, data_manifest):
             findings.append(truth)
         return volumes, reports, findings, f"manifest {data_manifest} (train split)"
     for i in range(settings.n_train_alignment):
-        case = make_phantom(sample_findings(rng), shape=shape, spacing=spacing, seed=SEED_RANGES["evaluation.alignment"].seed(
-                            settings.train_seed * 10_000 + i))
+        case = make_case(sample_findings(rng), shape=shape, spacing=spacing, version=phantom_version,
+                         seed=SEED_RANGES["evaluation.alignment"].seed(settings.train_seed * 10_000 + i))
         volumes.append(case.image)
         reports.append([write_report(case.findings, language=lang, rng=rng).text for lang in ("en", "en", "zh", "zh")])
         findings.append(case.findings)
@@ -124,6 +126,8 @@ def _realism(cases, generated, seeds, real_b, model) -> dict:
     features = {}
     if len(cases) >= 2:
         for name, fn in (("intensity_texture", lambda vs: np.stack([rea.intensity_features(v) for v in vs])),
+                         ("noise_power", lambda vs: np.stack([rea.noise_power_features(v) for v in vs])),
+                         ("lung_hu_histogram", lambda vs: np.stack([rea.lung_histogram_features(v) for v in vs])),
                          ("alignment_image_tower", lambda vs: model.image_features(vs).numpy().astype(np.float64))):
             features[name] = rea.compare_feature_sets(fn(real_a), fn(gen), fn(real_b))
     diversity = {
@@ -211,7 +215,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     """
     from medgen._version import __version__
     from medgen.io.weights import combined_checksum
-    from medgen.phantom.chest import make_phantom
+    from medgen.phantom.versions import make_case
     from medgen.pipelines import ReportToVolumePipeline
 
     out_dir = Path(out_dir)
@@ -236,6 +240,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
 
     pipe = ReportToVolumePipeline.from_pretrained(model_dir, device=device)
     shape, spacing = tuple(pipe.config["shape"]), tuple(pipe.config["spacing"])
+    version = int(pipe.config.get("phantom_version", 1))  # reference subjects from the model's own phantom
     generate = PipelineGenerator(pipe, num_inference_steps=settings.num_inference_steps)
     results: dict = {}
     # 0. Report reader
@@ -258,8 +263,10 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     # 1. Held-out cases
     say(f"1/6 building {settings.n_reports} held-out cases")
     t0 = time.perf_counter()
-    cases = make_heldout_cases(settings.n_reports, shape=shape, spacing=spacing, seed=settings.case_seed)
-    real_b = [make_phantom(c.findings, shape=shape, spacing=spacing, seed=c.subject_seed + 50_000).image for c in cases]
+    cases = make_heldout_cases(settings.n_reports, shape=shape, spacing=spacing, seed=settings.case_seed,
+                               phantom_version=version)
+    real_b = [make_case(c.findings, shape=shape, spacing=spacing, seed=c.subject_seed + 50_000, version=version).image
+              for c in cases]
     lap("cases", t0)
     # 2. Report fidelity
     say(f"2/6 report fidelity: {settings.n_reports} reports x {len(settings.seeds)} seeds")
@@ -271,7 +278,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     # 3. Density calibration
     say("3/6 density calibration")
     t0 = time.perf_counter()
-    cal_cases = _calibration_cases(cases, settings, shape, spacing)
+    cal_cases = _calibration_cases(cases, settings, shape, spacing, version)
     results["calibration"] = {**score_calibration(cal_cases, generate, settings.calibration_seeds,
                                                   densities=settings.densities, progress=progress),
                               "min_lesion_diameter_mm": settings.min_calibration_diameter_mm}
@@ -279,7 +286,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
     # 4. Alignment model + retrieval
     say(f"4/6 alignment model ({settings.n_train_alignment} real subjects, {settings.alignment_steps} steps) and retrieval")
     t0 = time.perf_counter()
-    volumes, reports, findings, source = _alignment_pairs(settings, shape, spacing, data_manifest)
+    volumes, reports, findings, source = _alignment_pairs(settings, shape, spacing, data_manifest, version)
     model, history = align.train_alignment(pipe.text_encoder, volumes, reports, findings,
                                            steps=settings.alignment_steps, input_size=settings.alignment_input)
     model.save_pretrained(out_dir / "alignment_model")
@@ -320,6 +327,7 @@ def run_evaluation(model_dir, out_dir, *, quick: bool = False, data_manifest=Non
         "model_dir": str(Path(model_dir).resolve()), "model_name": pipe.config.get("name"),
         "model_sha256": combined_checksum(pipe.weights_sha256) if pipe.weights_sha256 else None,
         "quick": bool(quick), "device": str(pipe.device), "shape": list(shape), "spacing": list(spacing),
+        "phantom_version": version,
         "num_inference_steps": settings.num_inference_steps or pipe.config["num_inference_steps"],
         "guidance": dict(pipe.config["guidance"]), "settings": dataclasses.asdict(settings),
         "n_generated_total": generate.n_generated, "medgen_version": __version__, "timings_s": timings,

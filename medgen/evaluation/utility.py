@@ -45,6 +45,7 @@ class UtilitySettings:
     real_seed: int = SEED_RANGES["utility.real"].start  # subject seeds of the real training phantoms
     test_seed: int = SEED_RANGES["utility.test"].start  # held-out real phantoms (medgen.seeds)
     report_seed: int = 5_150
+    phantom_version: int = 1  # real phantoms of the layout model's own phantom (`medgen.phantom.versions`)
 
 
 CLASS_WEIGHTS = (1.0, 30.0, 5.0)  # background, lesion, effusion (cross-entropy)
@@ -64,9 +65,9 @@ class Sample:
 
 def real_sample(seed: int, settings: UtilitySettings) -> Sample:
     from medgen.findings import LABELS
-    from medgen.phantom.chest import make_phantom
+    from medgen.phantom.versions import make_case
 
-    case = make_phantom(None, shape=settings.shape, spacing=settings.spacing, seed=seed)
+    case = make_case(None, shape=settings.shape, spacing=settings.spacing, seed=seed, version=settings.phantom_version)
     labels = np.asarray(case.labels.array)
     target = np.where(labels == LABELS["lesion"], LESION, np.where(labels == LABELS["effusion"], EFFUSION, 0))
     diameters = {i + 1: float(lesion.diameter_mm) for i, lesion in enumerate(case.findings.lesions)}
@@ -245,21 +246,25 @@ def evaluate_segmenter(net, test: list[Sample], settings: UtilitySettings) -> di
     return summarise_scores(rows)
 
 
-def arm_training_sets(real: list[Sample], layout_samples: list[Sample], ablation_samples: list[Sample]) -> dict:
+def arm_training_sets(real: list[Sample], layout_samples: list[Sample], ablation_samples: list[Sample] | None) -> dict:
     """Training data of every arm: one code path, only the lists differ."""
-    return {"a": list(real), "b": list(real) + list(layout_samples), "c": list(layout_samples),
-            "d": list(real) + list(ablation_samples)}
+    sets = {"a": list(real), "b": list(real) + list(layout_samples), "c": list(layout_samples)}
+    if ablation_samples is not None:
+        sets["d"] = list(real) + list(ablation_samples)
+    return sets
 
 
-def run_utility(out_dir, *, layout_pipe, ablation_pipe, settings: UtilitySettings | None = None,
+def run_utility(out_dir, *, layout_pipe, ablation_pipe=None, settings: UtilitySettings | None = None,
                 cache_dir="runs/utility-cache", progress: bool = True) -> dict:
-    """Build the data, train every arm with every seed (resuming finished runs), write results + summary."""
+    """Build the data, train every arm with every seed (resuming finished runs), write results + summary.
+    Without `ablation_pipe` (a text-only model) arm d is left out. Real phantoms come from the layout model's
+    phantom (``settings.phantom_version``)."""
     import time
 
     settings = settings or UtilitySettings()
     if not layout_pipe.layout_grounded:
         raise ValueError("arms b and c need a layout-grounded model (--model); the given one is text-only")
-    if ablation_pipe.layout_grounded:
+    if ablation_pipe is not None and ablation_pipe.layout_grounded:
         raise ValueError("arm d is the text-only ablation: --ablation must be a text-only model")
     started = time.time()
     out_dir = Path(out_dir)
@@ -271,10 +276,12 @@ def run_utility(out_dir, *, layout_pipe, ablation_pipe, settings: UtilitySetting
     reports = training_reports(settings.n_real * settings.synthetic_per_real, settings)
     generated, newly_generated = {}, {}
     for arm, pipe, confirm in (("layout", layout_pipe, False), ("ablation", ablation_pipe, True)):
+        if pipe is None:
+            continue
         source = GeneratedSource(pipe, cache_dir, settings, confirm_with_analyzer=confirm)
         generated[arm] = [source.sample(*r) for r in tqdm(reports, desc=f"generate ({arm})", disable=not progress)]
         newly_generated[arm] = source.n_generated
-    sets = arm_training_sets(real, generated["layout"], generated["ablation"])
+    sets = arm_training_sets(real, generated["layout"], generated.get("ablation"))
     runs = {}
     for arm, samples in sets.items():
         for seed in settings.seeds:
@@ -288,7 +295,8 @@ def run_utility(out_dir, *, layout_pipe, ablation_pipe, settings: UtilitySetting
             path.write_text(json.dumps(scores, indent=2) + "\n")
             runs[(arm, seed)] = scores
     results = {"settings": asdict(settings), "arms": aggregate_arms(runs, settings.seeds),
-               "labelled_fraction_ablation": _labelled_fraction(generated["ablation"]),
+               "labelled_fraction_ablation": (_labelled_fraction(generated["ablation"]) if "ablation" in generated
+                                              else None),
                "newly_generated": newly_generated,
                "elapsed_s": round(time.time() - started, 1), "hardware": _hardware()}
     results["bars"] = utility_bars(results["arms"])

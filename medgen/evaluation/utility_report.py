@@ -73,9 +73,10 @@ def utility_markdown(results: dict, command: str) -> str:
     for arm, row in results["arms"].items():
         cells = [_pm(row.get(k)) for k in ("lesion_dice", "effusion_dice", "f1_8-15mm", "f1_15-30mm", "f1_>30mm")]
         lines.append(f"| {arm} | {row['label']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Arm d keeps a generated finding's label only where the analyzer confirms it; "
-              f"{100 * results['labelled_fraction_ablation']:.0f} % of its volumes carry any label.", "",
-              "| bar | target | measured | pass |", "| --- | --- | --- | --- |"]
+    if results.get("labelled_fraction_ablation") is not None:
+        lines += ["", f"Arm d keeps a generated finding's label only where the analyzer confirms it; "
+                  f"{100 * results['labelled_fraction_ablation']:.0f} % of its volumes carry any label."]
+    lines += ["", "| bar | target | measured | pass |", "| --- | --- | --- | --- |"]
     for name, bar in results["bars"].items():
         value = "-" if bar["value"] is None else f"{bar['value']:.3f}"
         lines.append(f"| {name} | {bar['target']} | {value} | {'yes' if bar['pass'] else '**no**'} |")

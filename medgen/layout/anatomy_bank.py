@@ -57,11 +57,13 @@ class AnatomyBank(PretrainedMixin):
 
     @classmethod
     def from_manifest_rows(cls, rows: list[dict], text_encoder, *, k: int = 8, batch_size: int = 32) -> AnatomyBank:
-        """A bank from dataset manifest rows (``id``, ``report``, phantom ``seed``), embedded by `text_encoder`."""
+        """A bank from dataset manifest rows (``id``, ``report``, phantom ``seed``), embedded by `text_encoder`.
+        A phantom-v2 row's anatomy is its subject seed (``{"phantom_version": 2, "seed": s}``)."""
         from medgen.phantom.chest import anatomy_of_seed
 
         ids = [str(r["id"]) for r in rows]
-        anatomies = [anatomy_of_seed(int(r["seed"])) for r in rows]
+        anatomies = [{"phantom_version": 2, "seed": int(r["seed"])} if r.get("phantom_version") == 2
+                     else anatomy_of_seed(int(r["seed"])) for r in rows]
         chunks = []
         with torch.no_grad():
             for i in range(0, len(rows), batch_size):

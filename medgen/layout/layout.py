@@ -69,18 +69,26 @@ def make_layout(findings: Findings, *, shape, spacing, seed: int, anatomy: dict 
         shape, spacing: the output grid (voxels, mm), RAS+ centred on the origin.
         seed: placement seed (lesion positions and shapes, effusion level, emphysema field).
         anatomy: anatomy parameters (`medgen.phantom.anatomy.sample_anatomy` output, e.g. from `AnatomyBank`);
-            None draws them from `seed`.
+            None draws them from `seed`. ``{"phantom_version": 2, "seed": s}`` is phantom-v2 subject `s`, whose
+            seed then also places the findings (`seed` is not used).
         anatomy_info: recorded as `Layout.anatomy` (default: the source "seed").
 
     Raises:
         ValueError: more than `MAX_LESIONS` lesions.
     """
-    from medgen.phantom.chest import make_phantom_with_tissues
-
     if len(findings.lesions) > MAX_LESIONS:
         raise ValueError(f"a layout holds at most {MAX_LESIONS} lesions, got {len(findings.lesions)}")
-    case, tissue = make_phantom_with_tissues(Findings.from_dict(findings.to_dict()), shape=shape, spacing=spacing,
-                                             seed=int(seed), anatomy=anatomy)
+    findings = Findings.from_dict(findings.to_dict())
+    if anatomy is not None and anatomy.get("phantom_version") == 2:
+        from medgen.phantom.v2 import render_phantom_v2
+
+        # a v2 anatomy is a subject seed: anatomy, lesion placement and effusion level all follow from it
+        case = render_phantom_v2(findings, shape=shape, spacing=spacing, seed=int(anatomy["seed"]), noise=False,
+                                 tissue_map=False)
+        return layout_of_v2(case, anatomy_info=anatomy_info or {"source": "seed", "seed": int(anatomy["seed"])})
+    from medgen.phantom.chest import make_phantom_with_tissues
+
+    case, tissue = make_phantom_with_tissues(findings, shape=shape, spacing=spacing, seed=int(seed), anatomy=anatomy)
     return layout_of_case(case, tissue, seed=int(seed), anatomy_info=anatomy_info)
 
 
@@ -92,10 +100,28 @@ def layout_of_case(case, tissue: np.ndarray, *, seed: int, anatomy_info: dict | 
     labels = np.asarray(case.labels.array).astype(np.uint8)
     emphysema = np.isin(tissue, [TISSUES["emphysema"], TISSUES["emphysema_cluster"]])
     labels[emphysema & np.isin(labels, list(LOBE_LABELS.values()))] = EMPHYSEMA_LABEL
-    ids = case.lesion_ids
+    return _with_lesions(labels, case.lesion_ids, case.findings, case.subject["lesions"], case.labels.affine,
+                         anatomy_info or {"source": "seed", "seed": int(seed)}, {"synthetic": True, "layout_seed": int(seed)})
+
+
+def layout_of_v2(case, *, anatomy_info: dict | None = None) -> Layout:
+    """The layout of a phantom-v2 subject (`medgen.phantom.v2.render_phantom_v2` output): its MAISI-id label map in
+    medgen's coarse table, each lesion its own label, emphysematous lung the emphysema label."""
+    from medgen.maisi_labels import to_coarse
+
+    seed = int(case.ct.meta["phantom_seed"])
+    return _with_lesions(to_coarse(case.labels.array), case.lesion_ids, case.findings, case.subject["lesions"],
+                         case.labels.affine, anatomy_info or {"source": "seed", "phantom_version": 2, "seed": seed},
+                         {"synthetic": True, "layout_seed": seed, "phantom_version": 2})
+
+
+def _with_lesions(labels, ids, findings, placements, affine, info: dict, meta: dict) -> Layout:
+    """The layout of anatomy labels with lesion instance ids: lesion n -> ``FIRST_LESION_LABEL + n - 1``, its
+    density map, and a warning for each lesion that could not be placed as asked."""
+    labels = np.asarray(labels).astype(np.uint8)
     density = np.zeros(labels.shape, np.float32)
     warnings = []
-    for n, (lesion, placed) in enumerate(zip(case.findings.lesions, case.subject["lesions"], strict=True), start=1):
+    for n, (lesion, placed) in enumerate(zip(findings.lesions, placements, strict=True), start=1):
         mask = ids == n
         labels[mask] = FIRST_LESION_LABEL + n - 1
         density[mask] = lesion.density
@@ -109,8 +135,5 @@ def layout_of_case(case, tissue: np.ndarray, *, seed: int, anatomy_info: dict | 
         elif placed["placement_tier"] >= LOOSE_TIER:
             warnings.append(f"{where} does not fit inside the aerated lobe of this anatomy; it was placed in "
                             "the lobe's territory (fluid or pleura)")
-    info = anatomy_info or {"source": "seed", "seed": int(seed)}
-    meta = {"synthetic": True, "layout_seed": int(seed)}
-    return Layout(Volume(labels, case.labels.affine.copy(), dict(meta)),
-                  Volume(density, case.labels.affine.copy(), dict(meta)),
-                  case.findings, case.subject["lesions"], info, warnings)
+    return Layout(Volume(labels, np.asarray(affine, float).copy(), dict(meta)),
+                  Volume(density, np.asarray(affine, float).copy(), dict(meta)), findings, placements, info, warnings)

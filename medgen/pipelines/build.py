@@ -7,7 +7,8 @@ from medgen.pipelines.text_to_volume import CONFIG_DEFAULTS, ReportToVolumePipel
 
 def make_pipeline_config(experiment: dict, *, scale_factor: float = 1.0) -> dict:
     """The pipeline's config from an experiment config: name, autoencoder kwargs, latent `scale_factor`,
-    default shape/spacing (``data:``), steps and sampling scheduler (``scheduler:``), guidance."""
+    default shape/spacing and the phantom version of its training subjects (``data:``; evaluation draws its reference
+    subjects from that phantom), steps and sampling scheduler (``scheduler:``), guidance."""
     from medgen.models.autoencoder import autoencoder_config
 
     scheduler = experiment.get("scheduler", {})
@@ -17,6 +18,7 @@ def make_pipeline_config(experiment: dict, *, scale_factor: float = 1.0) -> dict
         "scale_factor": float(scale_factor),
         "shape": list(experiment["data"]["shape"]),
         "spacing": list(experiment["data"]["spacing"]),
+        "phantom_version": int(experiment["data"].get("phantom_version", 1)),
         "num_inference_steps": int(scheduler.get("num_inference_steps", CONFIG_DEFAULTS["num_inference_steps"])),
         "guidance": dict(experiment.get("guidance", CONFIG_DEFAULTS["guidance"])),
         "scheduler": dict(scheduler.get("sample") or scheduler.get("train") or {"name": "ddim"}),

@@ -45,6 +45,7 @@ CONFIG_DEFAULTS = {
     "guidance": {"text": 3.0, "density": 2.0},
     "decode_tile": 32,  # latent voxels; larger latents are decoded tile by tile
     "decode_overlap": 8,
+    "phantom_version": 1,  # the phantom its training subjects came from (evaluation compares with the same)
 }
 
 
@@ -227,13 +228,15 @@ class ReportToVolumePipeline:
         return results if isinstance(report, (list, tuple)) else results[0]
 
     def constrain_lung_field(self, hu: np.ndarray, layouts: list, spacing) -> np.ndarray:
-        """Take lesion-sized bright structure out of the normal lung field of each layout
-        (`medgen.render.lung_field`) when ``config["lung_field_radius_mm"]`` is set (e.g. `DEFAULT_RADIUS_MM`);
-        off by default until a full `medgen evaluate` has measured it (docs/studies/blob_source.md)."""
-        radius = self.config.get("lung_field_radius_mm")
-        if not layouts or radius is None:
+        """Take lesion-sized structure out of the normal lung field of each layout (`medgen.render.lung_field`)
+        with the settings of ``config["lung_field"]`` (keyword arguments of `remove_unasked_structure`; the older
+        ``config["lung_field_radius_mm"]`` still works); a model without them renders unconstrained."""
+        settings = self.config.get("lung_field")
+        if settings is None and self.config.get("lung_field_radius_mm") is not None:
+            settings = {"radius_mm": float(self.config["lung_field_radius_mm"])}
+        if not layouts or not settings:
             return hu
-        return np.stack([remove_unasked_structure(h, np.asarray(layout.labels.array), spacing, radius_mm=radius)
+        return np.stack([remove_unasked_structure(h, np.asarray(layout.labels.array), spacing, **settings)
                          for h, layout in zip(hu, layouts, strict=True)])
 
     def cascade_stages(self, n: int) -> list:

@@ -37,13 +37,16 @@ def normal_lung_field(labels: np.ndarray, spacing, margin_mm: float = DEFAULT_MA
 
 
 def remove_unasked_structure(hu: np.ndarray, labels: np.ndarray, spacing, *, radius_mm: float = DEFAULT_RADIUS_MM,
-                             margin_mm: float = DEFAULT_MARGIN_MM) -> np.ndarray:
+                             margin_mm: float = DEFAULT_MARGIN_MM, tolerance_hu: float = 0.0,
+                             dark: bool = False) -> np.ndarray:
     """`hu` (X, Y, Z) with the bright lesion-sized structure of the normal lung field taken out (a new array).
 
     Args:
         hu: rendered HU on the layout's grid.
         labels: the layout label map (`medgen.layout.label_table` values), same shape.
         spacing: voxel size in mm.
+        tolerance_hu: wide structure up to this far from the lobe median stays (gravity gradient, texture).
+        dark: also lift wide structure darker than the lobe median (unasked emphysema-like patches) back to it.
     """
     hu = np.asarray(hu, np.float32)
     if hu.shape != labels.shape:
@@ -56,12 +59,19 @@ def remove_unasked_structure(hu: np.ndarray, labels: np.ndarray, spacing, *, rad
         lobe = field & (labels == value)
         if lobe.any():
             baseline[lobe] = np.median(hu[lobe])
-    # outside the field the opening sees lung HU: chest wall and mediastinum do not count as wide structure
+    # outside the field the openings see lung HU: chest wall and mediastinum do not count as wide structure
     inside = np.where(field, hu, np.float32(np.median(hu[field])))
     footprint = ball(radius_mm, spacing)
+    out = hu - _wide_excess(inside, hu, baseline, field, footprint, tolerance_hu)
+    if dark:  # the same on the negated image: wide dark patches come back up to the baseline
+        out = out + _wide_excess(-inside, -hu, -baseline, field, footprint, tolerance_hu)
+    return out.astype(np.float32)
+
+
+def _wide_excess(inside, hu, baseline, field, footprint, tolerance_hu: float) -> np.ndarray:
+    """How far above `baseline + tolerance_hu` each field voxel of a structure wide enough to hold `footprint` is
+    (the grey opening keeps exactly those); a wide structure's rim, where the ball no longer fits, goes with it."""
     opened = ndi.grey_opening(inside, footprint=footprint)
-    excess = np.where(field, np.maximum(opened - baseline, 0.0), 0.0)
-    # a wide structure's rim (where the ball no longer fits) goes with it, down to the baseline and no further
+    excess = np.where(field, np.maximum(opened - baseline - tolerance_hu, 0.0), 0.0)
     reach = ndi.grey_dilation(excess, footprint=footprint)
-    removed = np.where(field, np.clip(np.minimum(hu - baseline, reach), 0.0, None), 0.0)
-    return hu - removed.astype(np.float32)
+    return np.where(field, np.clip(np.minimum(hu - baseline - tolerance_hu, reach), 0.0, None), 0.0)

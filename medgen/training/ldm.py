@@ -33,6 +33,7 @@ from medgen.engine.common import (
     RunLogger,
     autocast,
     finite_step,
+    init_from_pretrained,
     run_and_close,
     seed_everything,
     start_run,
@@ -123,6 +124,8 @@ class LDMTrainer:
         self.text.set_trainable_layers(0)
         hidden = self.text.hidden_size
         self.unet = ConditionalUNet(**config["unet"], cross_attention_dim=hidden, pooled_dim=hidden).to(self.device)
+        if self.tc.get("init_from") and not resume:  # fine-tune a trained UNet (a resume restores its own)
+            init_from_pretrained(self.unet, self.tc["init_from"], prefix="unet.", config=config)
         self.denoiser = ConditionedDenoiser(self.unet, self.text)
         self.scheduler = build_scheduler(config["scheduler"]["train"])
         self.latent_path = cache_latents(config, ctx=self.ctx, progress=self.progress)

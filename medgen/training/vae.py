@@ -34,6 +34,7 @@ from medgen.engine.common import (
     RunLogger,
     autocast,
     finite_step,
+    init_from_pretrained,
     run_and_close,
     seed_everything,
     start_run,
@@ -133,6 +134,8 @@ class VAETrainer:
 
         self.autoencoder = build_autoencoder(config["autoencoder"]).to(self.device)
         self.discriminator = build_discriminator(config["discriminator"]).to(self.device)
+        if self.tc.get("init_from") and not resume:  # fine-tune a trained autoencoder (a resume restores its own)
+            init_from_pretrained(self.autoencoder, self.tc["init_from"], config=config)
         self.ae = self.ctx.wrap(self.autoencoder)
         self.disc = self.ctx.wrap(self.discriminator)
         seed_everything(self.seed + 1000 * self.ctx.rank)  # same init on every rank, own noise per rank

@@ -29,7 +29,9 @@ def _one(args) -> tuple[str, str]:
     if row.get("seed") is None:
         raise InputFileError(root / "manifest.jsonl", f"row {row['id']!r} has no phantom seed: layouts are made "
                                                       "for phantom datasets (`medgen data synth`)")
-    layout = make_layout(Findings.from_dict(row["findings"]), shape=shape, spacing=spacing, seed=int(row["seed"]))
+    anatomy = {"phantom_version": 2, "seed": int(row["seed"])} if row.get("phantom_version") == 2 else None
+    layout = make_layout(Findings.from_dict(row["findings"]), shape=shape, spacing=spacing, seed=int(row["seed"]),
+                         anatomy=anatomy)
     if row.get("label"):
         _check_against_label(layout.labels.array, row["label"], row["id"])
     rel = f"layouts/{row['id']}.nii.gz"
