@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/embed_default_model.py --pipeline runs/phantom-v2-64-layout/pipeline \
         --config configs/phantom-v2-64-layout.yaml --summary configs/default-model-card.json \
-        --keep-previous models/phantom-v1-default --set lung_field='{"radius_mm": 5.0}'
+        --keep-previous models/phantom-v1-default --lung-field-radius 5 \
+        --lung-field-reference data/phantom-v2-64/manifest.jsonl
 
 What the new pipeline lacks is kept from the current default: its refiner stages, the 2D preview and slice
 reader folders, and the card's sections after the first table (reader, cascade, slices). `--keep-previous DIR`
@@ -75,11 +76,21 @@ def main() -> None:
     parser.add_argument("--summary", default=None, help="JSON with data size, steps, times (goes into the card)")
     parser.add_argument("--keep-previous", type=Path, default=None, help="save the current default here first")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="pipeline config entry")
+    parser.add_argument("--lung-field-radius", type=float, default=None,
+                        help="turn the lung-field constraint on with this ball radius (mm)")
+    parser.add_argument("--lung-field-reference", type=Path, default=None,
+                        help="training manifest whose normal lung gives the constraint's HU quantiles")
     args = parser.parse_args()
     pipe = ReportToVolumePipeline.from_pretrained(args.pipeline)
     for item in args.set:
         key, value = item.split("=", 1)
         pipe.config[key] = json.loads(value)
+    if args.lung_field_radius is not None:
+        from medgen.render.lung_field import reference_quantiles_from_manifest
+
+        pipe.config["lung_field"] = {"radius_mm": args.lung_field_radius}
+        if args.lung_field_reference is not None:
+            pipe.config["lung_field"]["quantiles"] = reference_quantiles_from_manifest(args.lung_field_reference)
     out = default_model_path()
     with tempfile.TemporaryDirectory() as tmp:
         previous = Path(tmp) / "previous"

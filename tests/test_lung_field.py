@@ -90,3 +90,21 @@ def test_tolerance_keeps_a_gentle_gradient_and_dark_lifts_a_wide_dark_patch():
     assert np.array_equal(remove_unasked_structure(hu, labels, SPACING)[patch], hu[patch])  # bright-only by default
     lifted = remove_unasked_structure(hu, labels, SPACING, dark=True)
     assert lifted[patch].mean() > -870 and (lifted[patch] >= hu[patch]).all()
+
+
+def test_quantile_matching_gives_the_field_normal_lungs_histogram_and_keeps_its_order():
+    from medgen.render.lung_field import match_distribution, reference_quantiles
+
+    hu, labels = _lung()
+    hu[_sphere(hu.shape, (16, 16, 16), 3)] -= 120  # a dark patch: LAA-950 far above normal
+    reference = (-900 + 10 * np.random.default_rng(1).standard_normal(hu.shape)).astype(np.float32)
+    quantiles = reference_quantiles([(reference, labels)], SPACING, n=101)
+    assert len(quantiles) == 101 and quantiles == sorted(quantiles)
+    out = remove_unasked_structure(hu, labels, SPACING, quantiles=quantiles)
+    field = normal_lung_field(labels, SPACING)
+    assert abs(np.median(out[field]) + 900) < 2 and abs(out[field].std() - 10) < 2
+    assert (out[field] < -950).mean() < 0.001 < (hu[field] < -950).mean()
+    values = np.array([3.0, -1.0, 2.0, 2.0])
+    assert match_distribution(values, [0.0, 10.0]).argsort(kind="stable").tolist() == [1, 2, 3, 0]  # rank order kept
+    with pytest.raises(ValueError, match="non-decreasing"):
+        match_distribution(values, [1.0, 0.0])

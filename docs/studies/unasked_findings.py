@@ -7,7 +7,8 @@ A volume is clean when the analyzer finds no lesion >= 10 mm, no effusion and no
 applied to volumes of reports *with* findings: the "asked lesions kept" row counts the reported lesions >= 15 mm the
 analyzer still finds within reach of their layout centre, so a setting that wipes out asked findings shows.
 
-    .venv/bin/python docs/studies/unasked_findings.py --model DIR --n 20 --seeds 0 1 --out docs/studies/unasked_findings.md
+    .venv/bin/python docs/studies/unasked_findings.py --model DIR --n 20 --seeds 0 1 \
+        --reference data/phantom-v2-64/manifest.jsonl --out docs/studies/unasked_findings.md
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from medgen.findings import Findings
 from medgen.phantom.chest import sample_findings
 from medgen.pipelines import ReportToVolumePipeline
 from medgen.pipelines.default_model import resolve_model_path
-from medgen.render.lung_field import remove_unasked_structure
+from medgen.render.lung_field import reference_quantiles_from_manifest, remove_unasked_structure
 from medgen.reports.writer import write_report
 from medgen.volume import Volume
 
 # (name, constraint kwargs or None)
 SETTINGS = (("off", None), ("ball 7.5 mm", {"radius_mm": 7.5}), ("ball 5 mm", {"radius_mm": 5.0}),
-            ("ball 5 mm + dark", {"radius_mm": 5.0, "dark": True}))
+            ("ball 5 mm + dark", {"radius_mm": 5.0, "dark": True}),
+            ("ball 5 mm, tolerance 40 HU", {"radius_mm": 5.0, "tolerance_hu": 40.0}))
+# with --reference: the same balls, then the field mapped onto normal lung's HU distribution
+MATCHED = (("ball 7.5 mm + normal-lung histogram", {"radius_mm": 7.5}),
+           ("ball 5 mm + normal-lung histogram", {"radius_mm": 5.0}))
 
 
 def findings_of(volume: Volume) -> dict:
@@ -62,19 +67,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20, help="reports of each kind (normal, with findings)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", type=Path, required=True, help="markdown; the JSON goes beside it")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="manifest of training subjects (image + layout) whose normal lung field gives the quantiles")
+    ap.add_argument("--reference-n", type=int, default=60, help="train rows of --reference used")
     args = ap.parse_args()
+    settings = list(SETTINGS)
+    if args.reference is not None:
+        quantiles = reference_quantiles_from_manifest(args.reference, args.reference_n)
+        settings += [(name, {**kw, "quantiles": quantiles}) for name, kw in MATCHED]
     pipe = ReportToVolumePipeline.from_pretrained(resolve_model_path(args.model))
     pipe.config["lung_field"] = pipe.config["lung_field_radius_mm"] = None
     spacing = tuple(pipe.config["spacing"])
     started = time.time()
-    normal = {name: {"clean": 0, "lesion": 0, "effusion": 0, "emphysema": 0, "n": 0} for name, _ in SETTINGS}
-    kept = {name: [0, 0] for name, _ in SETTINGS}
+    normal = {name: {"clean": 0, "lesion": 0, "effusion": 0, "emphysema": 0, "n": 0} for name, _ in settings}
+    kept = {name: [0, 0] for name, _ in settings}
     for kind, cases in (("normal", reports(args.n, True, 8_801)), ("findings", reports(args.n, False, 8_802))):
         for text, findings in cases:
             for seed in args.seeds:
                 result = pipe(text, findings=findings, seed=seed, progress=False)
                 centres = layout_centroids(result.labels) if kind == "findings" else []
-                for name, kwargs in SETTINGS:
+                for name, kwargs in settings:
                     found = findings_of(constrained(result, spacing, kwargs))
                     if kind == "normal":
                         row = normal[name]
@@ -94,12 +106,13 @@ def main() -> None:
     minutes = (time.time() - started) / 60
     lines = ["# Unasked findings and the lung-field constraint", "",
              f"Command: `.venv/bin/python docs/studies/unasked_findings.py --model {args.model or 'default'} "
-             f"--n {args.n} --seeds {' '.join(map(str, args.seeds))}` ({minutes:.0f} min). {args.n} normal and "
+             f"--n {args.n} --seeds {' '.join(map(str, args.seeds))}"
+             f"{' --reference ' + str(args.reference) if args.reference else ''}` ({minutes:.0f} min). {args.n} normal and "
              f"{args.n} lesion-bearing held-out reports (EN/ZH alternating) x {len(args.seeds)} seeds; the rows apply "
              "each constraint setting to the same decoded volumes.", "",
              "| constraint | normal volumes clean | with a lesion >= 10 mm | with an effusion | with emphysema | "
              "asked lesions >= 15 mm still found |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, _ in SETTINGS:
+    for name, _ in settings:
         r, (k, t) = normal[name], kept[name]
         lines.append(f"| {name} | {r['clean']}/{r['n']} | {r['lesion']} | {r['effusion']} | {r['emphysema']} | "
                      f"{k}/{t} |")
