@@ -344,3 +344,16 @@ def test_the_round_flat_core_rule_holds_only_inside_the_lung():
     on_wall = LesionCandidate(None, (), {**features, "wall_fraction": 0.5}, 1)
     assert inside.accepted
     assert on_wall.wall_ok and not on_wall.accepted
+
+
+def test_tissue_under_the_left_dome_of_a_normal_v2_phantom_is_not_an_effusion():
+    """Phantom v2 draws the stomach and the diaphragm under the left dome: at 5 mm their partial volume has fluid
+    HU against the lung, but it is anterior, not dependent. Before the dependency rule this subject (calibration
+    range) read as a small left effusion; a real one, posterior, is still found."""
+    from medgen.analysis import analyze_volume
+    from medgen.phantom.versions import make_case
+
+    assert analyze_volume(make_case(Findings(), seed=51_000_003, version=2).image).effusion is None
+    found = analyze_volume(make_case(Findings(effusion=Effusion(side="left", grade="small")), seed=51_000_003,
+                                     version=2).image).effusion
+    assert found is not None and found.side == "left"

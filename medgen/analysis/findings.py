@@ -44,6 +44,10 @@ FLUID_MEDIAL_MM = 5.0  # fluid stays lateral of the lung's medial edge (spinal c
 # diaphragm, chest wall) scores lower; a pleural-based mass wrapped in lung scores higher.
 FLUID_CONTACT = (0.85, 2.5)  # accepted contact-ratio range
 FLUID_CONTACT_MM2 = 1500.0  # or a contact area at least this large (with the ratio below the upper bound)
+# supine pleural fluid is dependent: a region's centroid lies in the posterior part of its side's AP extent (lung +
+# region). Phantom effusions of every grade sit at <= 0.34 (v1) / 0.27 (v2); at phantom v2, partial-volume tissue
+# under the left dome (stomach, diaphragm) sits at 0.39-0.44 (calibration range; docs/studies/analyzer_accuracy.md)
+FLUID_MAX_AP_FRACTION = 0.37
 # fraction of the side's lung territory (aerated cavity + fluid) that is fluid
 EFFUSION_THRESHOLDS = (("large", 0.265), ("moderate", 0.10), ("small", 0.01))
 PERCENTILES = (5, 15, 50, 85, 95)
@@ -160,9 +164,19 @@ def segment_fluid(seg: ChestSegmentation) -> np.ndarray:
     area_mm2 = contact * float(np.prod(sp)) ** (2.0 / 3.0)
     keep = index[(contact > 0) & ((ratio >= FLUID_CONTACT[0]) | (area_mm2 >= FLUID_CONTACT_MM2))
                  & (ratio <= FLUID_CONTACT[1])]
+    keep = [k for k in keep if _dependent(lab == k, side, cav, seg.axes()[1][:, box[1], :])]
     fluid = np.isin(lab, keep)
     out[box] = np.where(fluid, side, 0)
     return out
+
+
+def _dependent(region: np.ndarray, side: np.ndarray, cav: np.ndarray, y: np.ndarray) -> bool:
+    """True when `region` lies in the posterior `FLUID_MAX_AP_FRACTION` of its side's AP extent (RAS: +y anterior)."""
+    code = int(np.bincount(side[region]).argmax())
+    extent = (cav == code) | region
+    yy = np.broadcast_to(y, cav.shape)
+    lo, hi = float(yy[extent].min()), float(yy[extent].max())
+    return (float(yy[region].mean()) - lo) / max(hi - lo, 1e-6) <= FLUID_MAX_AP_FRACTION
 
 
 def grade_effusion(fluid_ml: dict, lung_ml: dict) -> MeasuredEffusion | None:
