@@ -59,7 +59,8 @@ def model_card(config: dict, summary: dict, size_mb: float) -> str:
         f"{_layout_line(config['unet'])} |",
         f"| sampler | {config['scheduler']['sample']['name']}, {config['scheduler']['num_inference_steps']} steps, "
         f"guidance text {config['guidance']['text']} / density {config['guidance']['density']} |",
-        f"| weights | safetensors, float16, {size_mb:.1f} MB in total |",
+        f"| weights | safetensors, float16, {size_mb:.1f} MB for the 3D model (reader, text encoder, autoencoder, "
+        f"UNet, anatomy bank, refiner; the 2D folders below come on top) |",
     ]
     for key, value in summary.items():
         if key != "text_encoder":
@@ -107,7 +108,7 @@ def main() -> None:
                 shutil.copytree(previous / folder, out / folder)
         old_card = (previous / "MODEL_CARD.md").read_text(encoding="utf-8")
     summary = json.loads(Path(args.summary).read_text()) if args.summary else {}
-    size = folder_mb(out)
+    size = folder_mb(out) - sum(folder_mb(out / f) for f in ("preview", "slice_reader") if (out / f).is_dir())
     rest = old_card[old_card.index("\n## "):] if "\n## " in old_card else ""
     (out / "MODEL_CARD.md").write_text(model_card(load_config(args.config), summary, size) + rest, encoding="utf-8")
     print(f"embedded default model: {out} ({size:.1f} MB)")

@@ -7,7 +7,8 @@ evaluation draws its reference subjects from the same phantom.
 from __future__ import annotations
 
 from medgen.findings import Findings
-from medgen.phantom.chest import PhantomCase, make_phantom
+from medgen.phantom import chest
+from medgen.phantom.chest import PhantomCase
 
 VERSIONS = (1, 2)
 
@@ -22,7 +23,7 @@ def make_case(findings: Findings | None = None, *, shape=64, spacing=5.0, seed: 
     """A phantom subject of `version` as a `PhantomCase` (v2: labels in medgen's coarse table, the full v2
     render in ``case.v2``)."""
     if check_version(version) == 1:
-        return make_phantom(findings, shape=shape, spacing=spacing, seed=seed)
+        return chest.make_phantom(findings, shape=shape, spacing=spacing, seed=seed)
     from medgen.phantom.v2 import render_phantom_v2
     from medgen.phantom.v2.coarse import coarse_case
 
