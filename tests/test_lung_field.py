@@ -72,6 +72,9 @@ def test_the_layout_pipeline_applies_the_constraint_when_configured(tiny_layout_
     pipe.config["lung_field_radius_mm"] = None
     off = pipe(findings=Findings(), seed=0, num_inference_steps=1, progress=False).volume.array
     assert len(seen) == 1 and np.allclose(np.asarray(off) - 1.0, np.asarray(on), atol=1.0)
+    pipe.config["lung_field"] = {"radius_mm": 5.0, "quantiles": [-950.0, -900.0, -500.0]}  # the default's form
+    pipe(findings=Findings(), seed=0, num_inference_steps=1, progress=False)
+    assert len(seen) == 2 and seen[1][3] == 5.0
 
 
 def test_tolerance_keeps_a_gentle_gradient_and_dark_lifts_a_wide_dark_patch():
