@@ -164,19 +164,32 @@ def segment_fluid(seg: ChestSegmentation) -> np.ndarray:
     area_mm2 = contact * float(np.prod(sp)) ** (2.0 / 3.0)
     keep = index[(contact > 0) & ((ratio >= FLUID_CONTACT[0]) | (area_mm2 >= FLUID_CONTACT_MM2))
                  & (ratio <= FLUID_CONTACT[1])]
-    keep = [k for k in keep if _dependent(lab == k, side, cav, seg.axes()[1][:, box[1], :])]
+    keep = keep[_dependent(lab, keep, side, cav, seg.axes()[1][:, box[1], :])]
     fluid = np.isin(lab, keep)
     out[box] = np.where(fluid, side, 0)
     return out
 
 
-def _dependent(region: np.ndarray, side: np.ndarray, cav: np.ndarray, y: np.ndarray) -> bool:
-    """True when `region` lies in the posterior `FLUID_MAX_AP_FRACTION` of its side's AP extent (RAS: +y anterior)."""
-    code = int(np.bincount(side[region]).argmax())
-    extent = (cav == code) | region
+def _dependent(lab: np.ndarray, regions: np.ndarray, side: np.ndarray, cav: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mask over `regions` (labels of `lab`): True where the region lies in the posterior `FLUID_MAX_AP_FRACTION` of
+    its side's AP extent, lung and region together (RAS: +y anterior)."""
+    if len(regions) == 0:
+        return np.zeros(0, bool)
     yy = np.broadcast_to(y, cav.shape)
-    lo, hi = float(yy[extent].min()), float(yy[extent].max())
-    return (float(yy[region].mean()) - lo) / max(hi - lo, 1e-6) <= FLUID_MAX_AP_FRACTION
+    y_mean = np.asarray(ndi.mean(yy, lab, regions))
+    y_lo, y_hi = np.asarray(ndi.minimum(yy, lab, regions)), np.asarray(ndi.maximum(yy, lab, regions))
+    # each region's side: the one most of its voxels are nearest to (ties: right)
+    right, left = SIDE_CODE["right"], SIDE_CODE["left"]
+    codes = np.where(np.asarray(ndi.sum(side == right, lab, regions)) >= np.asarray(ndi.sum(side == left, lab, regions)),
+                     right, left)
+    out = np.zeros(len(regions), bool)
+    for code in np.unique(codes):
+        lung = yy[cav == code]
+        this = codes == code
+        lo = np.minimum(y_lo[this], lung.min() if lung.size else np.inf)
+        hi = np.maximum(y_hi[this], lung.max() if lung.size else -np.inf)
+        out[this] = (y_mean[this] - lo) / np.maximum(hi - lo, 1e-6) <= FLUID_MAX_AP_FRACTION
+    return out
 
 
 def grade_effusion(fluid_ml: dict, lung_ml: dict) -> MeasuredEffusion | None:

@@ -228,7 +228,9 @@ def build_synthetic_dataset(out_dir, *, n: int, shape=64, spacing=5.0, seed: int
 
     if int(n) < 1:
         raise ValueError(f"`n` must be >= 1, got {n}")
-    if phantom_version not in (1, 2):
+    from medgen.phantom.versions import VERSIONS
+
+    if phantom_version not in VERSIONS:
         raise ValueError(f"`phantom_version` must be 1 or 2, got {phantom_version!r}")
     for name, value in (("dicom_fraction", dicom_fraction), ("zh_fraction", zh_fraction),
                         ("val_fraction", val_fraction), ("test_fraction", test_fraction)):

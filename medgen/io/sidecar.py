@@ -33,7 +33,7 @@ def sidecar_path(image_path) -> Path:
     return path.with_suffix(".json")
 
 
-def _to_json(value):
+def to_json_value(value):
     """`json.dump` fallback for numpy scalars/arrays, paths, sets and dataclasses."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
@@ -53,7 +53,7 @@ def write_sidecar(image_path, data: dict) -> Path:
     if not isinstance(data, dict):
         raise TypeError(f"`data` must be a dict, got {type(data).__name__}")
     path = sidecar_path(image_path)
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=_to_json) + "\n"
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=to_json_value) + "\n"
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

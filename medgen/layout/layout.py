@@ -85,7 +85,7 @@ def make_layout(findings: Findings, *, shape, spacing, seed: int, anatomy: dict 
         # a v2 anatomy is a subject seed: anatomy, lesion placement and effusion level all follow from it
         case = render_phantom_v2(findings, shape=shape, spacing=spacing, seed=int(anatomy["seed"]), noise=False,
                                  tissue_map=False)
-        return layout_of_v2(case, anatomy_info=anatomy_info or {"source": "seed", "seed": int(anatomy["seed"])})
+        return layout_of_v2(case, anatomy_info=anatomy_info)
     from medgen.phantom.chest import make_phantom_with_tissues
 
     case, tissue = make_phantom_with_tissues(findings, shape=shape, spacing=spacing, seed=int(seed), anatomy=anatomy)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from medgen.findings import LABELS
+from medgen.io.sidecar import to_json_value
 from medgen.maisi_labels import to_coarse
 from medgen.phantom.chest import PhantomCase
 from medgen.volume import Volume
@@ -18,14 +17,7 @@ def coarse_case(v2) -> PhantomCase:
     ``LABELS["lesion"]`` and emphysematous lung the layout's emphysema label (v2 does not record its lobe)."""
     labels = to_coarse(v2.labels.array)
     labels[v2.lesion_ids > 0] = LABELS["lesion"]
-    subject = json.loads(json.dumps({"phantom_version": 2, "lesions": v2.subject["lesions"]}, default=_jsonable))
+    subject = json.loads(json.dumps({"phantom_version": 2, "lesions": v2.subject["lesions"]}, default=to_json_value))
     return PhantomCase(v2.ct, Volume(labels, v2.labels.affine.copy(), dict(v2.labels.meta)), v2.findings, subject,
                        v2.lesion_ids)
 
-
-def _jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
